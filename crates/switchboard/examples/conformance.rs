@@ -1,0 +1,58 @@
+//! The server the official protocol test suites expect, on 127.0.0.1:3000
+//! (env `PORT` overrides): a raw Engine.IO echo on `/engine.io/` and the
+//! Socket.IO handlers on `/socket.io/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use switchboard::engine::service::NotFound;
+use switchboard::engine::{CloseReason, Cors, Engine, EngineConfig, EngineHandler, EngineLayer, Session};
+use switchboard::protocol::engine::Frame;
+use tower_layer::Layer;
+
+/// Echoes every message back unchanged.
+struct Echo;
+
+impl EngineHandler for Echo {
+    type Data = ();
+    fn new_session_data(&self) {}
+    fn on_open(&self, _: &Arc<Session<Self>>) {}
+    fn on_message(&self, session: &Arc<Session<Self>>, text: Bytes) {
+        let _ = session.send(Frame::message(&text));
+    }
+    fn on_binary(&self, session: &Arc<Session<Self>>, data: Bytes) {
+        let _ = session.send(Frame::Binary(data));
+    }
+    fn on_close(&self, _: &Arc<Session<Self>>, _: CloseReason) {}
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config = EngineConfig {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        max_payload: 1_000_000,
+        cors: Some(Cors::any()),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config, Echo);
+    let service = EngineLayer::new(engine).layer(NotFound);
+
+    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on {}", listener.local_addr()?.port());
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let svc = hyper_util::service::TowerToHyperService::new(service);
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP long-polling transport: GET fetches queued packets, POST
+//! delivers the client's.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+
+use super::service::Reply;
+use super::session::TransportKind;
+use super::{CloseReason, EngineHandler, Session};
+use crate::protocol::engine::{Packet, decode_payload, encode_payload};
+
+/// Closes the session when a poll is abandoned by its client (the request
+/// future is dropped before it produced a response).
+struct PollGuard<'a, H: EngineHandler> {
+    session: &'a Arc<Session<H>>,
+    armed: bool,
+}
+
+impl<H: EngineHandler> Drop for PollGuard<'_, H> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.session.set_polling(false);
+            self.session.close(CloseReason::TransportError);
+        }
+    }
+}
+
+/// Answers a polling GET: everything queued, as soon as there is anything.
+pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
+    {
+        let mut s = session.lock();
+        if s.polling {
+            drop(s);
+            // Two overlapping polls: the pending one receives `1`, this one 400.
+            session.close(CloseReason::TransportError);
+            return Reply::empty(StatusCode::BAD_REQUEST);
+        }
+        s.polling = true;
+    }
+    let mut guard = PollGuard {
+        session: &session,
+        armed: true,
+    };
+    loop {
+        let wake = session.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let body = {
+            let mut s = session.lock();
+            if let Some(reason) = s.closed {
+                // A client close packet releases the pending poll with a noop.
+                Some(if reason == CloseReason::TransportClose {
+                    Bytes::from_static(b"6")
+                } else {
+                    Bytes::from_static(b"1")
+                })
+            } else if s.upgrading || s.transport == TransportKind::WebSocket {
+                Some(Bytes::from_static(b"6"))
+            } else if !s.queue.is_empty() {
+                s.queued_bytes = 0;
+                let frames: Vec<_> = s.queue.drain(..).collect();
+                let closing = s.closing;
+                s.polling = false;
+                drop(s);
+                guard.armed = false;
+                if closing {
+                    // The close packet is the last of these frames.
+                    session.close(CloseReason::ForcedClose);
+                }
+                return Reply::payload(encode_payload(&frames));
+            } else {
+                None
+            }
+        };
+        if let Some(body) = body {
+            session.set_polling(false);
+            guard.armed = false;
+            return Reply::payload(body);
+        }
+        wake.await;
+    }
+}
+
+/// Answers a polling POST: decodes and dispatches the client's packets.
+pub(crate) async fn post<H, B>(session: Arc<Session<H>>, body: B) -> Reply
+where
+    H: EngineHandler,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    {
+        let mut s = session.lock();
+        if s.posting {
+            drop(s);
+            session.close(CloseReason::TransportError);
+            return Reply::empty(StatusCode::BAD_REQUEST);
+        }
+        s.posting = true;
+    }
+    let max = session.shared.config.max_payload;
+    let collected = Limited::new(body, max).collect().await;
+    session.lock().posting = false;
+    let body = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                // Over maxHttpBufferSize: refused, the session lives on.
+                return Reply::empty(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            session.close(CloseReason::TransportError);
+            return Reply::empty(StatusCode::BAD_REQUEST);
+        }
+    };
+    let payload = decode_payload(&body);
+    for packet in payload.packets {
+        if session.is_closed() {
+            break;
+        }
+        let close = packet == Packet::Close;
+        session.on_packet(packet);
+        if close {
+            break;
+        }
+    }
+    if let Some(error) = payload.error {
+        tracing::debug!(sid = %session.id(), %error, "undecodable polling payload");
+        session.close(CloseReason::ParseError);
+        return Reply::empty(StatusCode::BAD_REQUEST);
+    }
+    Reply::ok()
+}

@@ -1,0 +1,287 @@
+//! One Engine.IO session: its send queue, transport state and heartbeat.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, Uri};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{CloseReason, EngineHandler, EngineShared};
+use crate::protocol::engine::{Frame, Packet};
+use crate::protocol::sid::Sid;
+
+/// The transport currently carrying a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// The name used in the `transport` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// What the handshake request looked like; kept for the upper layers
+/// (Socket.IO handshake data, connect middleware).
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Request URI (path and query).
+    pub uri: Uri,
+    /// Peer address, when the server provided it (see [`crate::RemoteAddr`]).
+    pub remote_addr: Option<std::net::SocketAddr>,
+    /// When the handshake happened.
+    pub time: SystemTime,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The session is closed.
+    #[error("the session is closed")]
+    Closed,
+    /// The queue was full: the session has been closed as a slow consumer.
+    #[error("send queue full: the session was closed as a slow consumer")]
+    SlowConsumer,
+}
+
+pub(crate) struct State {
+    pub(crate) transport: TransportKind,
+    pub(crate) upgrading: bool,
+    pub(crate) polling: bool,
+    pub(crate) posting: bool,
+    /// Server asked to close: deliver the queue, then `1`, then close.
+    pub(crate) closing: bool,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) queue: VecDeque<Frame>,
+    pub(crate) queued_bytes: usize,
+}
+
+/// An Engine.IO session, shared by its transports and the upper layer.
+pub struct Session<H: EngineHandler> {
+    id: Sid,
+    pub(crate) shared: Arc<EngineShared<H>>,
+    state: Mutex<State>,
+    /// Wakes the single consumer of the queue (the WebSocket writer or the
+    /// pending poll).
+    pub(crate) wake: Notify,
+    /// Wakes the heartbeat when a pong arrives.
+    pub(crate) pong: Notify,
+    /// Cancelled when the session is closed.
+    pub(crate) token: CancellationToken,
+    request: RequestInfo,
+    /// The upper layer's per-session state.
+    pub data: H::Data,
+}
+
+impl<H: EngineHandler> Session<H> {
+    pub(crate) fn new(
+        shared: Arc<EngineShared<H>>,
+        transport: TransportKind,
+        request: RequestInfo,
+    ) -> Arc<Self> {
+        let data = shared.handler.new_session_data();
+        Arc::new(Session {
+            id: Sid::new(),
+            shared,
+            state: Mutex::new(State {
+                transport,
+                upgrading: false,
+                polling: false,
+                posting: false,
+                closing: false,
+                closed: None,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+            }),
+            wake: Notify::new(),
+            pong: Notify::new(),
+            token: CancellationToken::new(),
+            request,
+            data,
+        })
+    }
+
+    /// The session id.
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    /// The handshake request.
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// The transport carrying the session now.
+    pub fn transport(&self) -> TransportKind {
+        self.lock().transport
+    }
+
+    /// Whether the session is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        let s = self.lock();
+        s.closed.is_some() || s.closing
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves consistent data: recover it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues frames to send, all or none. Volatile frames are dropped
+    /// (returning `Ok(false)`) when anything is already waiting; other frames
+    /// that do not fit close the session as a slow consumer.
+    pub fn send_frames(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> Result<bool, SendError> {
+        let cfg = &self.shared.config;
+        {
+            let mut s = self.lock();
+            if s.closed.is_some() || s.closing {
+                return Err(SendError::Closed);
+            }
+            if volatile && !s.queue.is_empty() {
+                return Ok(false);
+            }
+            let bytes: usize = frames.iter().map(Frame::len).sum();
+            let fits = s.queue.len() + frames.len() <= cfg.max_queued_frames
+                && s.queued_bytes + bytes <= cfg.max_queued_bytes;
+            if fits {
+                s.queue.extend(frames.iter().cloned());
+                s.queued_bytes += bytes;
+            } else if volatile {
+                return Ok(false);
+            } else {
+                drop(s);
+                tracing::debug!(sid = %self.id, "send queue full: closing slow consumer");
+                self.close(CloseReason::SlowConsumer);
+                return Err(SendError::SlowConsumer);
+            }
+        }
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Queues one frame (see [`Session::send_frames`]).
+    pub fn send(self: &Arc<Self>, frame: Frame) -> Result<bool, SendError> {
+        self.send_frames(std::slice::from_ref(&frame), false)
+    }
+
+    /// Takes every queued frame. Returns them and whether the server asked
+    /// to close after them.
+    pub(crate) fn drain(&self) -> (Vec<Frame>, bool) {
+        let mut s = self.lock();
+        s.queued_bytes = 0;
+        (s.queue.drain(..).collect(), s.closing)
+    }
+
+    /// Closes the session gracefully from the server side: queued frames
+    /// are still delivered, then a close packet, then the transport closes.
+    pub fn disconnect(self: &Arc<Self>) {
+        {
+            let mut s = self.lock();
+            if s.closed.is_some() || s.closing {
+                return;
+            }
+            s.queue.push_back(Frame::control(b"1"));
+            s.closing = true;
+        }
+        self.wake.notify_one();
+        let session = Arc::clone(self);
+        let timeout = self.shared.config.close_timeout;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => session.close(CloseReason::ForcedClose),
+                () = session.token.cancelled() => {}
+            }
+        });
+    }
+
+    /// Closes the session at once: removes it, stops its transports and
+    /// tells the handler (exactly once).
+    pub fn close(self: &Arc<Self>, reason: CloseReason) {
+        {
+            let mut s = self.lock();
+            if s.closed.is_some() {
+                return;
+            }
+            s.closed = Some(reason);
+            s.queue.clear();
+            s.queued_bytes = 0;
+        }
+        self.shared.remove(self.id);
+        self.token.cancel();
+        self.wake.notify_one();
+        tracing::debug!(sid = %self.id, reason = reason.as_str(), "engine session closed");
+        self.shared.handler.on_close(self, reason);
+    }
+
+    /// Handles one packet from the client, whatever its transport.
+    pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
+        match packet {
+            Packet::Pong(_) => self.pong.notify_one(),
+            Packet::Message(text) => self.shared.handler.on_message(self, text),
+            Packet::Binary(data) => self.shared.handler.on_binary(self, data),
+            Packet::Close => self.close(CloseReason::TransportClose),
+            // v4: only the server pings ("invalid heartbeat direction").
+            Packet::Ping(_) => self.close(CloseReason::TransportError),
+            Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+
+    /// Runs the heartbeat until the session closes: a ping every
+    /// `ping_interval` (counted from the last pong), and a close when no pong
+    /// arrives within `ping_timeout`.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
+        let interval = self.shared.config.ping_interval;
+        let timeout = self.shared.config.ping_timeout;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.token.cancelled() => return,
+            }
+            // A pong that arrived unasked must not count for this ping.
+            let pong = self.pong.notified();
+            tokio::pin!(pong);
+            pong.as_mut().enable();
+            let _ = self.send_frames(&[Frame::control(b"2")], false);
+            tokio::select! {
+                () = &mut pong => {}
+                () = tokio::time::sleep(timeout) => {
+                    self.close(CloseReason::PingTimeout);
+                    return;
+                }
+                () = self.token.cancelled() => return,
+            }
+        }
+    }
+
+    pub(crate) fn set_polling(&self, active: bool) {
+        self.lock().polling = active;
+    }
+
+    /// Text of the open packet for this session.
+    pub(crate) fn open_packet(&self, upgrades: bool) -> Bytes {
+        let cfg = &self.shared.config;
+        let upgrades = if upgrades { r#"["websocket"]"# } else { "[]" };
+        Bytes::from(format!(
+            r#"0{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            self.id,
+            upgrades,
+            cfg.ping_interval.as_millis(),
+            cfg.ping_timeout.as_millis(),
+            cfg.max_payload
+        ))
+    }
+}

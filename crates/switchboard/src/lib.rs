@@ -1,0 +1,4 @@
+//! Switchboard
+pub mod engine;
+pub mod protocol;
+pub use engine::service::RemoteAddr;
