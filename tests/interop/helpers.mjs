@@ -52,14 +52,24 @@ export function chatBin() {
 const liveChildren = new Set();
 // Safety net: never leave a server behind, even if a test crashes mid-way.
 process.on("exit", () => {
-  for (const child of liveChildren) {
+  for (const child of liveChildren) signalTree(child, "SIGKILL");
+});
+
+/**
+ * Servers run in their own process group (detached), so a signal reaches the
+ * whole group, e.g. a wrapper script and the server it started.
+ */
+function signalTree(child, signal) {
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
     try {
-      child.kill("SIGKILL");
+      child.kill(signal);
     } catch {
       /* already gone */
     }
   }
-});
+}
 
 function spawnOnce(bin, port, env, timeoutMs) {
   return new Promise((resolve, reject) => {
@@ -70,10 +80,16 @@ function spawnOnce(bin, port, env, timeoutMs) {
       cwd: REPO_ROOT,
       env: childEnv,
       stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
     });
     liveChildren.add(child);
     const exited = new Promise((res) => child.once("exit", (code, signal) => res({ code, signal })));
-    exited.then(() => liveChildren.delete(child));
+    exited.then(() => {
+      liveChildren.delete(child);
+      // Leftover grandchildren could keep the pipes (and this process) alive.
+      child.stdout.destroy();
+      child.stderr.destroy();
+    });
 
     let stdout = "";
     let stderr = "";
@@ -83,11 +99,7 @@ function spawnOnce(bin, port, env, timeoutMs) {
       settled = true;
       clearTimeout(timer);
       if (err) {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          /* ignore */
-        }
+        if (child.pid !== undefined) signalTree(child, "SIGKILL");
         reject(err);
       } else {
         resolve(value);
@@ -148,11 +160,14 @@ export async function startServer({ bin, env = {}, port = 0, timeoutMs = 15_000 
     async kill(signal = "SIGTERM") {
       const { child, exited } = current;
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      signalTree(child, signal);
+      const done = await withTimeout(exited, 5000, "server exit").then(
+        () => true,
+        () => false,
+      );
       if (!done) {
-        child.kill("SIGKILL");
-        await Promise.race([exited, sleep(5000)]);
+        signalTree(child, "SIGKILL");
+        await withTimeout(exited, 5000, "server exit after SIGKILL").catch(() => {});
       }
     },
     /** Kill (if running) and start a fresh process on the same port. */

@@ -9,8 +9,11 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use switchboard::engine::service::NotFound;
-use switchboard::engine::{CloseReason, Cors, Engine, EngineConfig, EngineHandler, EngineLayer, Session};
+use switchboard::engine::{
+    CloseReason, Cors, Engine, EngineConfig, EngineHandler, EngineLayer, Session,
+};
 use switchboard::protocol::engine::Frame;
+use switchboard::{Event, Socket, SocketIo, SocketIoConfig};
 use tower_layer::Layer;
 
 /// Echoes every message back unchanged.
@@ -29,7 +32,7 @@ impl EngineHandler for Echo {
     fn on_close(&self, _: &Arc<Session<Self>>, _: CloseReason) {}
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let config = EngineConfig {
         ping_interval: Duration::from_millis(300),
@@ -38,8 +41,33 @@ async fn main() -> std::io::Result<()> {
         cors: Some(Cors::any()),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(config, Echo);
-    let service = EngineLayer::new(engine).layer(NotFound);
+    let engine = Engine::new(config.clone(), Echo);
+
+    let io = SocketIo::builder()
+        .config(SocketIoConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".into(),
+                ..config
+            },
+            connect_timeout: Duration::from_millis(1000),
+            ..SocketIoConfig::default()
+        })
+        .build();
+    io.on_connection("/", |socket: Socket| async move {
+        let _ = socket.emit("auth", socket.handshake().auth());
+        socket.on("message", |socket: Socket, mut event: Event| async move {
+            let _ = socket.emit_many("message-back", &event.take_args());
+        });
+        socket.on("message-with-ack", |_: Socket, mut event: Event| async move {
+            let args = event.take_args();
+            let _ = event.ack_many(&args);
+        });
+    });
+    io.on_connection("/custom", |socket: Socket| async move {
+        let _ = socket.emit("auth", socket.handshake().auth());
+    });
+
+    let service = io.layer().layer(EngineLayer::new(engine).layer(NotFound));
 
     let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -45,6 +45,10 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
         session: &session,
         armed: true,
     };
+    // During an upgrade a poll is released with a noop after at most 100 ms
+    // (as the reference does); if the upgrade completes first, the poll is
+    // refused like any poll after an upgrade.
+    let mut noop_at: Option<tokio::time::Instant> = None;
     loop {
         let wake = session.wake.notified();
         tokio::pin!(wake);
@@ -58,8 +62,16 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
                 } else {
                     Bytes::from_static(b"1")
                 })
-            } else if s.upgrading || s.transport == TransportKind::WebSocket {
-                Some(Bytes::from_static(b"6"))
+            } else if s.transport == TransportKind::WebSocket {
+                s.polling = false;
+                drop(s);
+                guard.armed = false;
+                return Reply::empty(StatusCode::BAD_REQUEST);
+            } else if s.upgrading {
+                let at = *noop_at.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(100)
+                });
+                (tokio::time::Instant::now() >= at).then(|| Bytes::from_static(b"6"))
             } else if !s.queue.is_empty() {
                 s.queued_bytes = 0;
                 let frames: Vec<_> = s.queue.drain(..).collect();
@@ -81,7 +93,15 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
             guard.armed = false;
             return Reply::payload(body);
         }
-        wake.await;
+        match noop_at {
+            Some(at) => {
+                tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => wake.await,
+        }
     }
 }
 

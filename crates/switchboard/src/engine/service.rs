@@ -216,7 +216,8 @@ impl<H: EngineHandler> Engine<H> {
         let upgrade = is_websocket_upgrade(&req);
 
         if let Some(sid) = q.sid {
-            let Some(session) = sid.parse::<Sid>().ok().and_then(|s| self.shared.get(s)) else {
+            let session = sid.parse::<Sid>().ok().and_then(|s| self.shared.get(s));
+            let Some(session) = session.filter(|s| !s.expire_if_overdue()) else {
                 return into_response(Reply::error(ErrorCode::UnknownSid, None));
             };
             if transport == TransportKind::WebSocket {

@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub(crate) closed: Option<CloseReason>,
     pub(crate) queue: VecDeque<Frame>,
     pub(crate) queued_bytes: usize,
+    /// When the pong for the last ping is due, while it is awaited.
+    pub(crate) pong_due: Option<tokio::time::Instant>,
 }
 
 /// An Engine.IO session, shared by its transports and the upper layer.
@@ -82,7 +84,7 @@ pub struct Session<H: EngineHandler> {
     pub(crate) pong: Notify,
     /// Cancelled when the session is closed.
     pub(crate) token: CancellationToken,
-    request: RequestInfo,
+    request: Arc<RequestInfo>,
     /// The upper layer's per-session state.
     pub data: H::Data,
 }
@@ -106,11 +108,12 @@ impl<H: EngineHandler> Session<H> {
                 closed: None,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                pong_due: None,
             }),
             wake: Notify::new(),
             pong: Notify::new(),
             token: CancellationToken::new(),
-            request,
+            request: Arc::new(request),
             data,
         })
     }
@@ -121,7 +124,7 @@ impl<H: EngineHandler> Session<H> {
     }
 
     /// The handshake request.
-    pub fn request(&self) -> &RequestInfo {
+    pub fn request(&self) -> &Arc<RequestInfo> {
         &self.request
     }
 
@@ -230,7 +233,10 @@ impl<H: EngineHandler> Session<H> {
     /// Handles one packet from the client, whatever its transport.
     pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
         match packet {
-            Packet::Pong(_) => self.pong.notify_one(),
+            Packet::Pong(_) => {
+                self.lock().pong_due = None;
+                self.pong.notify_one();
+            }
             Packet::Message(text) => self.shared.handler.on_message(self, text),
             Packet::Binary(data) => self.shared.handler.on_binary(self, data),
             Packet::Close => self.close(CloseReason::TransportClose),
@@ -255,6 +261,7 @@ impl<H: EngineHandler> Session<H> {
             let pong = self.pong.notified();
             tokio::pin!(pong);
             pong.as_mut().enable();
+            self.lock().pong_due = Some(tokio::time::Instant::now() + timeout);
             let _ = self.send_frames(&[Frame::control(b"2")], false);
             tokio::select! {
                 () = &mut pong => {}
@@ -265,6 +272,23 @@ impl<H: EngineHandler> Session<H> {
                 () = self.token.cancelled() => return,
             }
         }
+    }
+
+    /// Closes the session if its pong is overdue, even when the heartbeat
+    /// timer has not fired yet: a request arriving after the deadline must
+    /// find the session gone. Returns whether it is closed.
+    pub(crate) fn expire_if_overdue(self: &Arc<Self>) -> bool {
+        let overdue = {
+            let s = self.lock();
+            if s.closed.is_some() {
+                return true;
+            }
+            s.pong_due.is_some_and(|due| tokio::time::Instant::now() >= due)
+        };
+        if overdue {
+            self.close(CloseReason::PingTimeout);
+        }
+        overdue
     }
 
     pub(crate) fn set_polling(&self, active: bool) {

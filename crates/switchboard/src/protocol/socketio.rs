@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::engine::Frame;
 use super::value::{Value, write_json};
 
 /// Event names a client may not use.
@@ -180,6 +181,16 @@ pub struct Encoded {
     pub text: Bytes,
     /// Binary attachments, each sent as its own binary message after `text`.
     pub attachments: Vec<Bytes>,
+}
+
+impl Encoded {
+    /// The Engine.IO frames of this packet, sharing its bytes.
+    pub fn frames(&self) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(1 + self.attachments.len());
+        frames.push(Frame::Text(self.text.clone()));
+        frames.extend(self.attachments.iter().cloned().map(Frame::Binary));
+        frames
+    }
 }
 
 /// How the data of an event or ack becomes its arguments.

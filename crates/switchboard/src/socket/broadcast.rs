@@ -1,0 +1,182 @@
+//! Broadcast operators: which sockets, with which flags, doing what.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::namespace::NsInner;
+use super::{BroadcastAckError, BroadcastError, EmitError};
+use crate::adapter::{AckResponse, BroadcastOptions, Room, SocketInfo};
+use crate::protocol::socketio::{self, Args, RESERVED_EVENTS};
+
+/// Default wait for broadcast acknowledgements when no timeout is set.
+pub const DEFAULT_BROADCAST_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Selects sockets of a namespace (rooms, exceptions, flags) and acts on
+/// them through the adapter, on this node and the rest of the cluster.
+#[derive(Clone)]
+pub struct BroadcastOperator {
+    ns: Arc<NsInner>,
+    opts: BroadcastOptions,
+    timeout: Option<Duration>,
+}
+
+impl BroadcastOperator {
+    pub(crate) fn new(ns: Arc<NsInner>) -> Self {
+        BroadcastOperator {
+            ns,
+            opts: BroadcastOptions::default(),
+            timeout: None,
+        }
+    }
+
+    /// Targets the sockets of a room as well (rooms add up).
+    pub fn to(mut self, room: impl Into<Room>) -> Self {
+        self.opts.rooms.push(room.into());
+        self
+    }
+
+    /// Same as [`to`](Self::to).
+    pub fn within(self, room: impl Into<Room>) -> Self {
+        self.to(room)
+    }
+
+    /// Targets the sockets of several rooms.
+    pub fn to_many<R: Into<Room>>(mut self, rooms: impl IntoIterator<Item = R>) -> Self {
+        self.opts.rooms.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+
+    /// Excludes the sockets of a room (a socket id is a room too).
+    pub fn except(mut self, room: impl Into<Room>) -> Self {
+        self.opts.except.push(room.into());
+        self
+    }
+
+    /// Only the sockets of this node.
+    pub fn local(mut self) -> Self {
+        self.opts.local = true;
+        self
+    }
+
+    /// Lets the packet be dropped for clients that are not ready for it.
+    pub fn volatile(mut self) -> Self {
+        self.opts.volatile = true;
+        self
+    }
+
+    /// How long [`emit_with_ack`](Self::emit_with_ack) waits for answers.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The selection.
+    pub fn options(&self) -> &BroadcastOptions {
+        &self.opts
+    }
+
+    /// Emits an event with one argument; it is encoded once and the bytes
+    /// are shared by every recipient.
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), BroadcastError> {
+        self.send(event, data, Args::One).await
+    }
+
+    /// Emits an event whose arguments are the items of `args`.
+    pub async fn emit_many<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), BroadcastError> {
+        self.send(event, args, Args::Spread).await
+    }
+
+    async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T, args: Args) -> Result<(), BroadcastError> {
+        check(event)?;
+        let packet = socketio::encode_event(&self.ns.name, event, data, args, None).map_err(EmitError::from)?;
+        self.ns.adapter().broadcast(&packet, &self.opts).await?;
+        Ok(())
+    }
+
+    /// Emits an event asking every recipient for an acknowledgement, and
+    /// waits for all of them (at most the timeout, 5 s by default). On
+    /// timeout the error carries the answers received so far.
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<Vec<AckResponse>, BroadcastAckError> {
+        let fail = |error| BroadcastAckError {
+            responses: Vec::new(),
+            error,
+        };
+        check(event).map_err(fail)?;
+        let id = self.ns.next_ack_id();
+        let packet = socketio::encode_event(&self.ns.name, event, data, Args::One, Some(id))
+            .map_err(|e| fail(BroadcastError::Emit(e.into())))?;
+        let timeout = self.timeout.unwrap_or(DEFAULT_BROADCAST_ACK_TIMEOUT);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let expected = self
+            .ns
+            .adapter()
+            .broadcast_with_ack(&packet, &self.opts, id, tx, timeout)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let mut responses = Vec::with_capacity(expected);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        while responses.len() < expected {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => responses.push(r),
+                    // Every recipient is gone: no more answers can come.
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        if responses.len() < expected {
+            for socket in self.ns.all() {
+                socket.forget_ack(id);
+            }
+            return Err(BroadcastAckError {
+                responses,
+                error: BroadcastError::Timeout,
+            });
+        }
+        Ok(responses)
+    }
+
+    /// Describes every selected socket (on every node).
+    pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, BroadcastError> {
+        Ok(self.ns.adapter().fetch_sockets(&self.opts).await?)
+    }
+
+    /// Makes every selected socket join `rooms`.
+    pub async fn join<R: Into<Room>>(&self, rooms: impl IntoIterator<Item = R>) -> Result<(), BroadcastError> {
+        let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
+        Ok(self.ns.adapter().add_sockets(&self.opts, &rooms).await?)
+    }
+
+    /// Makes every selected socket leave `rooms`.
+    pub async fn leave<R: Into<Room>>(&self, rooms: impl IntoIterator<Item = R>) -> Result<(), BroadcastError> {
+        let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
+        Ok(self.ns.adapter().del_sockets(&self.opts, &rooms).await?)
+    }
+
+    /// Disconnects every selected socket; with `close`, their whole
+    /// connections.
+    pub async fn disconnect(&self, close: bool) -> Result<(), BroadcastError> {
+        Ok(self.ns.adapter().disconnect_sockets(&self.opts, close).await?)
+    }
+
+    /// Every room with at least one selected socket.
+    pub async fn rooms(&self) -> Result<Vec<Room>, BroadcastError> {
+        Ok(self.ns.adapter().rooms(&self.opts).await?)
+    }
+}
+
+fn check(event: &str) -> Result<(), BroadcastError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(BroadcastError::Emit(EmitError::ReservedEvent(event.to_owned())));
+    }
+    Ok(())
+}
