@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use switchboard::engine::service::NotFound;
 use switchboard::engine::{
     CloseReason, Cors, Engine, EngineConfig, EngineHandler, EngineLayer, Session,
@@ -15,6 +13,9 @@ use switchboard::engine::{
 use switchboard::protocol::engine::Frame;
 use switchboard::{Event, Socket, SocketIo, SocketIoConfig};
 use tower_layer::Layer;
+
+#[path = "common/serve.rs"]
+mod serve;
 
 /// Echoes every message back unchanged.
 struct Echo;
@@ -69,18 +70,5 @@ async fn main() -> std::io::Result<()> {
 
     let service = io.layer().layer(EngineLayer::new(engine).layer(NotFound));
 
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on {}", listener.local_addr()?.port());
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let _ = tcp.set_nodelay(true);
-        let service = service.clone();
-        tokio::spawn(async move {
-            let svc = hyper_util::service::TowerToHyperService::new(service);
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
+    serve::serve(service, serve::port(3000)).await
 }
