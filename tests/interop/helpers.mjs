@@ -388,3 +388,8 @@ export function signJwt(claims, secret, header = { alg: "HS256", typ: "JWT" }) {
   const sig = createHmac("sha256", secret).update(unsigned).digest("base64url");
   return `${unsigned}.${sig}`;
 }
+
+/** Path of any example binary of the switchboard crate. */
+export function exampleBin(name) {
+  return resolveBin(`EXAMPLE_${name.toUpperCase().replace(/-/g, "_")}_BIN`, name);
+}
