@@ -22,10 +22,16 @@ async fn main() -> std::io::Result<()> {
     });
 
     let app = Router::new()
-        .route("/", get(|| async { "Hello from axum; Socket.IO is at /socket.io/" }))
+        .route(
+            "/",
+            get(|| async { "Hello from axum; Socket.IO is at /socket.io/" }),
+        )
         .layer(io.layer());
 
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000u16);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await?
         // Small frames must not wait for Nagle's algorithm.

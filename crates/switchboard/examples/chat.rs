@@ -97,7 +97,10 @@ impl Chat {
         if first_tab {
             let _ = socket
                 .broadcast()
-                .emit("presence:online", &json!({ "userId": user.id, "name": user.name }))
+                .emit(
+                    "presence:online",
+                    &json!({ "userId": user.id, "name": user.name }),
+                )
                 .await;
         }
 
@@ -115,7 +118,7 @@ impl Chat {
                 .unwrap_or_default();
             let mut online: Vec<String> = members
                 .into_iter()
-                .filter_map(|s| serde_json::from_value::<User>(s.data).ok())
+                .filter_map(|s| s.data::<User>().ok())
                 .map(|u| u.id)
                 .collect();
             online.push(socket.data::<User>().map(|u| u.id).unwrap_or_default());
@@ -124,12 +127,15 @@ impl Chat {
             let _ = event.ack(&json!({ "ok": true, "online": online }));
         });
 
-        socket.on("room:leave", |socket: Socket, mut event: Event| async move {
-            if let Some(room) = room_arg(&event) {
-                socket.leave(&format!("room:{room}"));
-            }
-            let _ = event.ack(&json!({ "ok": true }));
-        });
+        socket.on(
+            "room:leave",
+            |socket: Socket, mut event: Event| async move {
+                if let Some(room) = room_arg(&event) {
+                    socket.leave(&format!("room:{room}"));
+                }
+                let _ = event.ack(&json!({ "ok": true }));
+            },
+        );
 
         let chat = self.clone();
         socket.on("message:send", move |socket: Socket, mut event: Event| {
@@ -164,44 +170,54 @@ impl Chat {
                 let user_id = socket.data::<User>().map(|u| u.id).unwrap_or_default();
                 let _ = socket
                     .to(format!("room:{room}"))
-                    .emit("typing", &json!({ "room": room, "userId": user_id, "typing": typing }))
+                    .emit(
+                        "typing",
+                        &json!({ "room": room, "userId": user_id, "typing": typing }),
+                    )
                     .await;
             });
         }
 
         let chat = self.clone();
-        socket.on("message:private", move |socket: Socket, mut event: Event| {
-            let chat = chat.clone();
-            async move {
-                let to = event
-                    .args()
-                    .first()
-                    .and_then(|a| a.get("to"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let (Some(to), Some(text)) = (to, text_arg(&event)) else {
-                    let _ = event.ack(&json!({ "error": "invalid message" }));
-                    return;
-                };
-                let user = socket.data::<User>().unwrap_or(User {
-                    id: String::new(),
-                    name: String::new(),
-                });
-                let id = chat.new_id();
-                let message = json!({
-                    "id": id, "from": user.id, "name": user.name, "to": to,
-                    "text": text, "ts": now_ms(),
-                });
-                let _ = event.ack(&json!({ "id": id }));
-                let _ = chat.io.to(format!("user:{to}")).emit("message:private", &message).await;
-                if to != user.id {
-                    let _ = socket
-                        .to(format!("user:{}", user.id))
+        socket.on(
+            "message:private",
+            move |socket: Socket, mut event: Event| {
+                let chat = chat.clone();
+                async move {
+                    let to = event
+                        .args()
+                        .first()
+                        .and_then(|a| a.get("to"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    let (Some(to), Some(text)) = (to, text_arg(&event)) else {
+                        let _ = event.ack(&json!({ "error": "invalid message" }));
+                        return;
+                    };
+                    let user = socket.data::<User>().unwrap_or(User {
+                        id: String::new(),
+                        name: String::new(),
+                    });
+                    let id = chat.new_id();
+                    let message = json!({
+                        "id": id, "from": user.id, "name": user.name, "to": to,
+                        "text": text, "ts": now_ms(),
+                    });
+                    let _ = event.ack(&json!({ "id": id }));
+                    let _ = chat
+                        .io
+                        .to(format!("user:{to}"))
                         .emit("message:private", &message)
                         .await;
+                    if to != user.id {
+                        let _ = socket
+                            .to(format!("user:{}", user.id))
+                            .emit("message:private", &message)
+                            .await;
+                    }
                 }
-            }
-        });
+            },
+        );
 
         let chat = self.clone();
         socket.on("presence:list", move |_: Socket, mut event: Event| {

@@ -59,10 +59,13 @@ async fn main() -> std::io::Result<()> {
         socket.on("message", |socket: Socket, mut event: Event| async move {
             let _ = socket.emit_many("message-back", &event.take_args());
         });
-        socket.on("message-with-ack", |_: Socket, mut event: Event| async move {
-            let args = event.take_args();
-            let _ = event.ack_many(&args);
-        });
+        socket.on(
+            "message-with-ack",
+            |_: Socket, mut event: Event| async move {
+                let args = event.take_args();
+                let _ = event.ack_many(&args);
+            },
+        );
     });
     io.on_connection("/custom", |socket: Socket| async move {
         let _ = socket.emit("auth", socket.handshake().auth());

@@ -6,8 +6,8 @@
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use switchboard::{Event, RemoteAddr, Socket, SocketIo};
 use tower_service::Service;
 
@@ -25,7 +25,10 @@ async fn main() -> std::io::Result<()> {
     // Socket.IO on its path, 404 for everything else.
     let service = io.service();
 
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000u16);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on {}", listener.local_addr()?.port());
     loop {

@@ -130,10 +130,17 @@ async fn main() -> std::io::Result<()> {
 
     io.ns("/admin")
         .use_middleware(|socket: Socket| async move {
-            if socket.handshake().auth().get("token").and_then(Value::as_str) == Some("secret") {
+            if socket
+                .handshake()
+                .auth()
+                .get("token")
+                .and_then(Value::as_str)
+                == Some("secret")
+            {
                 Ok(())
             } else {
-                Err(ConnectError::new("unauthorized").with_data(Value::from(json!({ "code": 401 }))))
+                Err(ConnectError::new("unauthorized")
+                    .with_data(Value::from(json!({ "code": 401 }))))
             }
         })
         .on_connection(|socket: Socket| async move {

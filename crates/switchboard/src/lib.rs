@@ -21,6 +21,6 @@ pub use protocol::sid::Sid;
 pub use protocol::value::{Value, from_value, to_value};
 pub use socket::{
     AckError, AckSender, BroadcastAckError, BroadcastError, BroadcastOperator, ConnectError,
-    DisconnectReason, EmitError, Event, Handshake, Namespace, NsMatcher, ParentNamespace, Socket,
-    SocketIo, SocketIoBuilder, SocketIoConfig,
+    DisconnectReason, EmitError, Event, Handshake, Namespace, NsMatcher, ParentNamespace,
+    RemoteSocket, Socket, SocketIo, SocketIoBuilder, SocketIoConfig,
 };

@@ -50,7 +50,11 @@ impl Adapter for MemoryAdapter {
         for room in rooms {
             index.rooms.entry(room.clone()).or_default().insert(sid);
         }
-        index.sids.entry(sid).or_default().extend(rooms.iter().cloned());
+        index
+            .sids
+            .entry(sid)
+            .or_default()
+            .extend(rooms.iter().cloned());
     }
 
     fn del(&self, sid: Sid, room: &str) {
@@ -118,7 +122,11 @@ impl Adapter for MemoryAdapter {
         out
     }
 
-    async fn broadcast(&self, packet: &Encoded, opts: &BroadcastOptions) -> Result<(), AdapterError> {
+    async fn broadcast(
+        &self,
+        packet: &Encoded,
+        opts: &BroadcastOptions,
+    ) -> Result<(), AdapterError> {
         let frames = packet.frames();
         for sid in self.local_sockets(opts) {
             if let Some(socket) = self.nsp.socket(sid) {
@@ -152,7 +160,10 @@ impl Adapter for MemoryAdapter {
         Ok(expected)
     }
 
-    async fn fetch_sockets(&self, opts: &BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
+    async fn fetch_sockets(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> Result<Vec<SocketInfo>, AdapterError> {
         Ok(self
             .local_sockets(opts)
             .into_iter()
@@ -167,14 +178,22 @@ impl Adapter for MemoryAdapter {
             .collect())
     }
 
-    async fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
+    async fn add_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError> {
         for sid in self.local_sockets(opts) {
             self.add_all(sid, rooms);
         }
         Ok(())
     }
 
-    async fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
+    async fn del_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError> {
         for sid in self.local_sockets(opts) {
             for room in rooms {
                 self.del(sid, room);
@@ -183,7 +202,11 @@ impl Adapter for MemoryAdapter {
         Ok(())
     }
 
-    async fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) -> Result<(), AdapterError> {
+    async fn disconnect_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        close: bool,
+    ) -> Result<(), AdapterError> {
         for sid in self.local_sockets(opts) {
             if let Some(socket) = self.nsp.socket(sid) {
                 socket.disconnect_with(close);

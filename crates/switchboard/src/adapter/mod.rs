@@ -118,7 +118,11 @@ pub trait Adapter: Send + Sync + 'static {
     fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid>;
 
     /// Sends an encoded packet to every matching socket.
-    async fn broadcast(&self, packet: &Encoded, opts: &BroadcastOptions) -> Result<(), AdapterError>;
+    async fn broadcast(
+        &self,
+        packet: &Encoded,
+        opts: &BroadcastOptions,
+    ) -> Result<(), AdapterError>;
 
     /// Sends an encoded packet (whose ack id is `ack_id`) to every matching
     /// socket; answers go to `responses`. Returns how many answers to expect
@@ -133,17 +137,30 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> Result<usize, AdapterError>;
 
     /// Describes every matching socket.
-    async fn fetch_sockets(&self, opts: &BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError>;
+    async fn fetch_sockets(&self, opts: &BroadcastOptions)
+    -> Result<Vec<SocketInfo>, AdapterError>;
 
     /// Makes every matching socket join `rooms`.
-    async fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError>;
+    async fn add_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError>;
 
     /// Makes every matching socket leave `rooms`.
-    async fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError>;
+    async fn del_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError>;
 
     /// Disconnects every matching socket (and its whole connection when
     /// `close`).
-    async fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) -> Result<(), AdapterError>;
+    async fn disconnect_sockets(
+        &self,
+        opts: &BroadcastOptions,
+        close: bool,
+    ) -> Result<(), AdapterError>;
 
     /// Every room with at least one socket.
     async fn rooms(&self, opts: &BroadcastOptions) -> Result<Vec<Room>, AdapterError>;

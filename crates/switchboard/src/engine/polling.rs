@@ -127,7 +127,9 @@ where
     let body = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 // Over maxHttpBufferSize: refused, the session lives on.
                 return Reply::empty(StatusCode::PAYLOAD_TOO_LARGE);
             }

@@ -131,7 +131,9 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
                 .unwrap_or(false)
         })
     };
-    req.method() == Method::GET && has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+    req.method() == Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
 }
 
 impl<H: EngineHandler> Engine<H> {
@@ -161,7 +163,10 @@ impl<H: EngineHandler> Engine<H> {
             );
             if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
-                h.append(header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
+                h.append(
+                    header::VARY,
+                    HeaderValue::from_static("Access-Control-Request-Headers"),
+                );
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             r
@@ -258,7 +263,9 @@ impl<H: EngineHandler> Engine<H> {
         }
         let session = self.open(TransportKind::Polling, request_info(&req));
         let (frames, _) = session.drain();
-        into_response(Reply::payload(crate::protocol::engine::encode_payload(&frames)))
+        into_response(Reply::payload(crate::protocol::engine::encode_payload(
+            &frames,
+        )))
     }
 
     /// Opens a session: registers it, queues the open packet, starts the
@@ -442,7 +449,10 @@ pub type ServiceFuture<T, Err> = Pin<Box<dyn Future<Output = Result<T, Err>> + S
 impl<E, S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for EngineService<E, S>
 where
     E: EngineEndpoint,
-    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

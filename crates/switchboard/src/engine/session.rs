@@ -147,7 +147,11 @@ impl<H: EngineHandler> Session<H> {
     /// Queues frames to send, all or none. Volatile frames are dropped
     /// (returning `Ok(false)`) when anything is already waiting; other frames
     /// that do not fit close the session as a slow consumer.
-    pub fn send_frames(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> Result<bool, SendError> {
+    pub fn send_frames(
+        self: &Arc<Self>,
+        frames: &[Frame],
+        volatile: bool,
+    ) -> Result<bool, SendError> {
         let cfg = &self.shared.config;
         {
             let mut s = self.lock();
@@ -283,7 +287,8 @@ impl<H: EngineHandler> Session<H> {
             if s.closed.is_some() {
                 return true;
             }
-            s.pong_due.is_some_and(|due| tokio::time::Instant::now() >= due)
+            s.pong_due
+                .is_some_and(|due| tokio::time::Instant::now() >= due)
         };
         if overdue {
             self.close(CloseReason::PingTimeout);

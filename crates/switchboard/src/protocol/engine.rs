@@ -229,10 +229,7 @@ mod tests {
 
     #[test]
     fn bad_text_packets_are_errors() {
-        assert_eq!(
-            Packet::decode_text(Bytes::new()),
-            Err(DecodeError::Empty)
-        );
+        assert_eq!(Packet::decode_text(Bytes::new()), Err(DecodeError::Empty));
         assert_eq!(
             Packet::decode_text(Bytes::from_static(b"9x")),
             Err(DecodeError::UnknownType(b'9'))

@@ -302,7 +302,14 @@ pub fn encode_event<T: Serialize + ?Sized>(
     serde_json::to_writer(&mut buf, event)?;
     let mut attachments = Vec::new();
     push_args(&mut buf, true, data, args, &mut attachments)?;
-    Ok(finish(buf, PacketKind::Event, nsp, id, header_len, attachments))
+    Ok(finish(
+        buf,
+        PacketKind::Event,
+        nsp,
+        id,
+        header_len,
+        attachments,
+    ))
 }
 
 /// Encodes an event from already-built argument values.
@@ -328,7 +335,14 @@ pub fn encode_ack<T: Serialize + ?Sized>(
     buf.push(b'[');
     let mut attachments = Vec::new();
     push_args(&mut buf, false, data, args, &mut attachments)?;
-    Ok(finish(buf, PacketKind::Ack, nsp, Some(id), header_len, attachments))
+    Ok(finish(
+        buf,
+        PacketKind::Ack,
+        nsp,
+        Some(id),
+        header_len,
+        attachments,
+    ))
 }
 
 /// Encodes the acceptance of a namespace connection: `40<nsp>,{"sid":"..."}`.
@@ -379,21 +393,33 @@ mod tests {
     #[test]
     fn decodes_every_kind() {
         let p = decode(b"0", 10).unwrap();
-        assert_eq!((p.kind, p.nsp.as_str(), p.payload), (PacketKind::Connect, "/", None));
+        assert_eq!(
+            (p.kind, p.nsp.as_str(), p.payload),
+            (PacketKind::Connect, "/", None)
+        );
         let p = decode(br#"0/admin,{"token":"123"}"#, 10).unwrap();
         assert_eq!(p.nsp, "/admin");
-        assert_eq!(p.payload.unwrap().get("token").unwrap().as_str(), Some("123"));
+        assert_eq!(
+            p.payload.unwrap().get("token").unwrap().as_str(),
+            Some("123")
+        );
         let p = decode(b"1/admin,", 10).unwrap();
         assert_eq!((p.kind, p.nsp.as_str()), (PacketKind::Disconnect, "/admin"));
         let p = decode(br#"2/admin,12["hello",1]"#, 10).unwrap();
         assert_eq!((p.kind, p.id), (PacketKind::Event, Some(12)));
         let p = decode(br#"312["ok"]"#, 10).unwrap();
         assert_eq!((p.kind, p.id), (PacketKind::Ack, Some(12)));
-        let p = decode(br#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#, 10)
-            .unwrap();
+        let p = decode(
+            br#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+            10,
+        )
+        .unwrap();
         assert_eq!((p.kind, p.attachments), (PacketKind::BinaryEvent, 2));
         let p = decode(br#"61-/x,7[{"_placeholder":true,"num":0}]"#, 10).unwrap();
-        assert_eq!((p.kind, p.nsp.as_str(), p.id), (PacketKind::BinaryAck, "/x", Some(7)));
+        assert_eq!(
+            (p.kind, p.nsp.as_str(), p.id),
+            (PacketKind::BinaryAck, "/x", Some(7))
+        );
     }
 
     #[test]
@@ -417,7 +443,11 @@ mod tests {
             b"299999999999999999999[\"x\"]",
             b"2[\"x\"",
         ] {
-            assert!(decode(bad, 10).is_err(), "{:?} should be rejected", String::from_utf8_lossy(bad));
+            assert!(
+                decode(bad, 10).is_err(),
+                "{:?} should be rejected",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -429,7 +459,14 @@ mod tests {
         assert!(matches!(e, EncodeError::NotAnArray));
         let e = encode_event("/", "hi", &Vec::<u8>::new(), Args::Spread, Some(3)).unwrap();
         assert_eq!(text(&e), r#"423["hi"]"#);
-        let e = encode_event("/chat", "hi", &serde_json::json!({"a":1}), Args::One, Some(5)).unwrap();
+        let e = encode_event(
+            "/chat",
+            "hi",
+            &serde_json::json!({"a":1}),
+            Args::One,
+            Some(5),
+        )
+        .unwrap();
         assert_eq!(text(&e), r#"42/chat,5["hi",{"a":1}]"#);
         let e = encode_ack("/", 4, &("ok",), Args::Spread).unwrap();
         assert_eq!(text(&e), r#"434["ok"]"#);
@@ -445,7 +482,11 @@ mod tests {
 
     #[test]
     fn binary_data_becomes_a_binary_packet() {
-        let data = (Bytes::from_static(b"\x01"), "x", Bytes::from_static(b"\x02"));
+        let data = (
+            Bytes::from_static(b"\x01"),
+            "x",
+            Bytes::from_static(b"\x02"),
+        );
         let e = encode_event("/", "up", &data, Args::Spread, Some(9)).unwrap();
         assert_eq!(
             text(&e),
@@ -460,7 +501,9 @@ mod tests {
     fn echo_keeps_bytes_identical() {
         let raw = br#"2["message",1,"2",{"3":[true]}]"#;
         let p = decode(raw, 10).unwrap();
-        let Some(Value::Array(items)) = p.payload else { panic!() };
+        let Some(Value::Array(items)) = p.payload else {
+            panic!()
+        };
         let e = encode_event_values("/", "message", &items[1..], None).unwrap();
         assert_eq!(&e.text[1..], &raw[..]);
     }

@@ -285,8 +285,7 @@ pub fn to_value<T: Serialize + ?Sized>(data: &T) -> Result<Value, ValueError> {
     let mut attachments = Vec::new();
     let mut buf = Vec::new();
     write_json(&mut buf, data, &mut attachments).map_err(|e| ValueError(e.to_string()))?;
-    let mut value: Value =
-        serde_json::from_slice(&buf).map_err(|e| ValueError(e.to_string()))?;
+    let mut value: Value = serde_json::from_slice(&buf).map_err(|e| ValueError(e.to_string()))?;
     if !attachments.is_empty() {
         value
             .fill_placeholders(&attachments)
@@ -358,7 +357,9 @@ impl<'de> de::Deserializer<'de> for Value {
                     de::value::MapDeserializer::new(std::iter::once((k, v))),
                 ))
             }
-            _ => Err(de::Error::custom("expected a string or a one-key object for an enum")),
+            _ => Err(de::Error::custom(
+                "expected a string or a one-key object for an enum",
+            )),
         }
     }
 
@@ -393,8 +394,7 @@ pub fn write_json<T: Serialize + ?Sized>(
     data: &T,
     attachments: &mut Vec<Bytes>,
 ) -> Result<(), serde_json::Error> {
-    let mut ser =
-        serde_json::Serializer::with_formatter(out, PlaceholderFormatter { attachments });
+    let mut ser = serde_json::Serializer::with_formatter(out, PlaceholderFormatter { attachments });
     data.serialize(&mut ser)
 }
 
@@ -415,7 +415,10 @@ mod tests {
     fn binary_becomes_placeholder_and_back() {
         let v = Value::Array(vec![
             Value::from("x"),
-            Value::Object(vec![("file".into(), Value::Binary(Bytes::from_static(b"\x01\x02")))]),
+            Value::Object(vec![(
+                "file".into(),
+                Value::Binary(Bytes::from_static(b"\x01\x02")),
+            )]),
         ]);
         let mut out = Vec::new();
         let mut att = Vec::new();
@@ -455,7 +458,10 @@ mod tests {
             kind: Kind::Other("x".into()),
         };
         let v = to_value(&up).unwrap();
-        assert_eq!(v.get("data"), Some(&Value::Binary(Bytes::from_static(b"PNG"))));
+        assert_eq!(
+            v.get("data"),
+            Some(&Value::Binary(Bytes::from_static(b"PNG")))
+        );
         assert_eq!(v.get("size"), Some(&Value::Null));
         let back: Upload = from_value(v).unwrap();
         assert_eq!(back, up);

@@ -80,18 +80,32 @@ impl BroadcastOperator {
 
     /// Emits an event with one argument; it is encoded once and the bytes
     /// are shared by every recipient.
-    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), BroadcastError> {
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), BroadcastError> {
         self.send(event, data, Args::One).await
     }
 
     /// Emits an event whose arguments are the items of `args`.
-    pub async fn emit_many<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), BroadcastError> {
+    pub async fn emit_many<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), BroadcastError> {
         self.send(event, args, Args::Spread).await
     }
 
-    async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T, args: Args) -> Result<(), BroadcastError> {
+    async fn send<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        args: Args,
+    ) -> Result<(), BroadcastError> {
         check(event)?;
-        let packet = socketio::encode_event(&self.ns.name, event, data, args, None).map_err(EmitError::from)?;
+        let packet = socketio::encode_event(&self.ns.name, event, data, args, None)
+            .map_err(EmitError::from)?;
         self.ns.adapter().broadcast(&packet, &self.opts).await?;
         Ok(())
     }
@@ -145,19 +159,34 @@ impl BroadcastOperator {
         Ok(responses)
     }
 
-    /// Describes every selected socket (on every node).
-    pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, BroadcastError> {
-        Ok(self.ns.adapter().fetch_sockets(&self.opts).await?)
+    /// Every selected socket, on every node: its description and
+    /// operations (emit, join, leave, disconnect) that go through the
+    /// adapter, so they work wherever the socket lives.
+    pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, BroadcastError> {
+        let infos = self.ns.adapter().fetch_sockets(&self.opts).await?;
+        Ok(infos
+            .into_iter()
+            .map(|info| RemoteSocket {
+                info,
+                ns: Arc::clone(&self.ns),
+            })
+            .collect())
     }
 
     /// Makes every selected socket join `rooms`.
-    pub async fn join<R: Into<Room>>(&self, rooms: impl IntoIterator<Item = R>) -> Result<(), BroadcastError> {
+    pub async fn join<R: Into<Room>>(
+        &self,
+        rooms: impl IntoIterator<Item = R>,
+    ) -> Result<(), BroadcastError> {
         let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
         Ok(self.ns.adapter().add_sockets(&self.opts, &rooms).await?)
     }
 
     /// Makes every selected socket leave `rooms`.
-    pub async fn leave<R: Into<Room>>(&self, rooms: impl IntoIterator<Item = R>) -> Result<(), BroadcastError> {
+    pub async fn leave<R: Into<Room>>(
+        &self,
+        rooms: impl IntoIterator<Item = R>,
+    ) -> Result<(), BroadcastError> {
         let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
         Ok(self.ns.adapter().del_sockets(&self.opts, &rooms).await?)
     }
@@ -165,7 +194,11 @@ impl BroadcastOperator {
     /// Disconnects every selected socket; with `close`, their whole
     /// connections.
     pub async fn disconnect(&self, close: bool) -> Result<(), BroadcastError> {
-        Ok(self.ns.adapter().disconnect_sockets(&self.opts, close).await?)
+        Ok(self
+            .ns
+            .adapter()
+            .disconnect_sockets(&self.opts, close)
+            .await?)
     }
 
     /// Every room with at least one selected socket.
@@ -176,7 +209,81 @@ impl BroadcastOperator {
 
 fn check(event: &str) -> Result<(), BroadcastError> {
     if RESERVED_EVENTS.contains(&event) {
-        return Err(BroadcastError::Emit(EmitError::ReservedEvent(event.to_owned())));
+        return Err(BroadcastError::Emit(EmitError::ReservedEvent(
+            event.to_owned(),
+        )));
     }
     Ok(())
+}
+
+/// A socket found by [`BroadcastOperator::fetch_sockets`], possibly on
+/// another node of the cluster.
+#[derive(Clone)]
+pub struct RemoteSocket {
+    info: SocketInfo,
+    ns: Arc<NsInner>,
+}
+
+impl std::fmt::Debug for RemoteSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSocket")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl RemoteSocket {
+    /// Its id, namespace, rooms, data and handshake.
+    pub fn info(&self) -> &SocketInfo {
+        &self.info
+    }
+
+    /// Its id.
+    pub fn id(&self) -> crate::protocol::sid::Sid {
+        self.info.id
+    }
+
+    /// Its rooms when it was fetched.
+    pub fn rooms(&self) -> &[Room] {
+        &self.info.rooms
+    }
+
+    /// Its data (see [`crate::Socket::set_data`]) as `T`.
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(self.info.data.clone())
+    }
+
+    fn only_me(&self) -> BroadcastOperator {
+        BroadcastOperator::new(Arc::clone(&self.ns)).to(self.info.id.to_string())
+    }
+
+    /// Emits an event with one argument to this socket.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), BroadcastError> {
+        self.only_me().emit(event, data).await
+    }
+
+    /// Makes it join rooms.
+    pub async fn join<R: Into<Room>>(
+        &self,
+        rooms: impl IntoIterator<Item = R>,
+    ) -> Result<(), BroadcastError> {
+        self.only_me().join(rooms).await
+    }
+
+    /// Makes it leave rooms.
+    pub async fn leave<R: Into<Room>>(
+        &self,
+        rooms: impl IntoIterator<Item = R>,
+    ) -> Result<(), BroadcastError> {
+        self.only_me().leave(rooms).await
+    }
+
+    /// Disconnects it (and its whole connection when `close`).
+    pub async fn disconnect(&self, close: bool) -> Result<(), BroadcastError> {
+        self.only_me().disconnect(close).await
+    }
 }

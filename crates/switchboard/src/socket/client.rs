@@ -71,7 +71,11 @@ impl Handler {
     pub(crate) fn static_ns(&self, path: &str) -> Namespace {
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         let ns = map.entry(path.to_owned()).or_insert_with(|| {
-            NsInner::new(path.to_owned(), Arc::new(NsConfig::default()), &*self.adapter)
+            NsInner::new(
+                path.to_owned(),
+                Arc::new(NsConfig::default()),
+                &*self.adapter,
+            )
         });
         Namespace(Arc::clone(ns))
     }
@@ -152,9 +156,7 @@ impl Handler {
             let _ = session.send(Frame::Text(reply));
             return;
         };
-        let auth = packet
-            .payload
-            .unwrap_or_else(|| Value::Object(Vec::new()));
+        let auth = packet.payload.unwrap_or_else(|| Value::Object(Vec::new()));
         let handshake = Handshake::new(Arc::clone(session.request()), auth);
         let socket = Socket::new(Arc::clone(&ns), Arc::clone(session), handshake);
         let middlewares = ns

@@ -11,6 +11,8 @@ pub mod broadcast;
 mod client;
 mod handshake;
 pub mod namespace;
+// `socket::Socket` lives in `socket/socket.rs`: the file is named after its type.
+#[allow(clippy::module_inception)]
 mod socket;
 
 use std::future::Future;
@@ -24,7 +26,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 
-pub use broadcast::BroadcastOperator;
+pub use broadcast::{BroadcastOperator, RemoteSocket};
 pub use client::Handler;
 pub use handshake::Handshake;
 pub use namespace::{Namespace, NsMatcher, ParentNamespace};
@@ -338,7 +340,9 @@ impl SocketIo {
     }
 
     /// A tower service serving only Socket.IO (404 elsewhere).
-    pub fn service(&self) -> crate::engine::EngineService<SocketIo, crate::engine::service::NotFound> {
+    pub fn service(
+        &self,
+    ) -> crate::engine::EngineService<SocketIo, crate::engine::service::NotFound> {
         crate::engine::EngineService::new(self.clone(), crate::engine::service::NotFound)
     }
 
@@ -384,7 +388,11 @@ impl SocketIo {
     }
 
     /// Emits to every socket of the main namespace.
-    pub async fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), BroadcastError> {
+    pub async fn emit<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), BroadcastError> {
         self.broadcast().emit(event, data).await
     }
 

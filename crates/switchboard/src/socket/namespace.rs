@@ -26,7 +26,11 @@ pub(crate) struct NsInner {
 }
 
 impl NsInner {
-    pub(crate) fn new(name: String, config: Arc<NsConfig>, factory: &dyn AdapterFactory) -> Arc<Self> {
+    pub(crate) fn new(
+        name: String,
+        config: Arc<NsConfig>,
+        factory: &dyn AdapterFactory,
+    ) -> Arc<Self> {
         let ns = Arc::new(NsInner {
             name,
             config,

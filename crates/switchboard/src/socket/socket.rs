@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::BroadcastOperator;
 use super::namespace::NsInner;
 use super::{
-    AckError, DisconnectHandler, DisconnectReason, EmitError, EventHandler, Handshake, Handler,
+    AckError, DisconnectHandler, DisconnectReason, EmitError, EventHandler, Handler, Handshake,
     PacketMiddleware, run,
 };
 use crate::adapter::{AckResponse, Room};
@@ -155,7 +155,11 @@ impl AckSender {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<NsInner>, session: Arc<Session<Handler>>, handshake: Handshake) -> Self {
+    pub(crate) fn new(
+        ns: Arc<NsInner>,
+        session: Arc<Session<Handler>>,
+        handshake: Handshake,
+    ) -> Self {
         Socket(Arc::new(SocketInner {
             id: Sid::new(),
             ns,
@@ -290,7 +294,11 @@ impl Socket {
     }
 
     /// Emits an event that may be dropped if the client is not ready for it.
-    pub fn emit_volatile<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), EmitError> {
+    pub fn emit_volatile<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), EmitError> {
         check_event(event)?;
         let packet = socketio::encode_event(&self.0.ns.name, event, data, Args::One, None)?;
         self.send_encoded(&packet, true)
@@ -414,15 +422,17 @@ impl Socket {
         if !self.connected() {
             return Err(EmitError::Disconnected);
         }
-        self.0.session.send_frames(frames, volatile).map_err(|e| match e {
-            SendError::SlowConsumer => EmitError::SlowConsumer,
-            _ => EmitError::Disconnected,
-        })
+        self.0
+            .session
+            .send_frames(frames, volatile)
+            .map_err(|e| match e {
+                SendError::SlowConsumer => EmitError::SlowConsumer,
+                _ => EmitError::Disconnected,
+            })
     }
 
     pub(crate) fn send_encoded(&self, packet: &Encoded, volatile: bool) -> Result<(), EmitError> {
-        self.send_frames(&packet.frames(), volatile)
-            .map(|_| ())
+        self.send_frames(&packet.frames(), volatile).map(|_| ())
     }
 
     pub(crate) fn expect_broadcast_ack(&self, id: u64, tx: mpsc::UnboundedSender<AckResponse>) {
