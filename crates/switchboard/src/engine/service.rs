@@ -336,10 +336,26 @@ fn accept_key(key: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&digest).expect("base64 is a valid header value")
 }
 
+/// Keeps what the upper layers need of the handshake request. Headers and
+/// URI are copied on purpose: hyper's parsed values share its 8 KiB read
+/// buffer, and holding one of them would keep that buffer alive for the
+/// whole life of the connection.
 fn request_info<B>(req: &Request<B>) -> RequestInfo {
+    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
+        if let (Ok(name), Ok(copy)) = (name, HeaderValue::from_bytes(value.as_bytes())) {
+            headers.append(name, copy);
+        }
+    }
+    let uri = req
+        .uri()
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| req.uri().clone());
     RequestInfo {
-        headers: req.headers().clone(),
-        uri: req.uri().clone(),
+        headers,
+        uri,
         remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
         time: std::time::SystemTime::now(),
     }
