@@ -108,23 +108,16 @@ pub(crate) fn payload(size: usize) -> String {
 pub(crate) async fn subscribe(mut ws: Ws, proto: Proto, stats: Rc<Stats>) {
     while let Some(Ok(msg)) = ws.next().await {
         let Some(text) = msg.as_text() else { continue };
-        match proto {
-            Proto::Sio if text == "2" => {
-                if send(&mut ws, "3".to_owned()).await.is_err() {
-                    break;
-                }
+        let is_ping = proto == Proto::Sio && text == "2";
+        if is_ping {
+            if send(&mut ws, "3".to_owned()).await.is_err() {
+                break;
             }
-            Proto::Sio if text.starts_with("42[\"msg\"") => {
-                if let Some(t) = stamp(text) {
-                    stats.record(t);
-                }
-            }
-            Proto::Raw => {
-                if let Some(t) = stamp(text) {
-                    stats.record(t);
-                }
-            }
-            _ => {}
+            continue;
+        }
+        let publication = proto == Proto::Raw || text.starts_with("42[\"msg\"");
+        if publication && let Some(t) = stamp(text) {
+            stats.record(t);
         }
     }
     stats.disconnected.set(stats.disconnected.get() + 1);
@@ -144,7 +137,12 @@ impl Http {
         })
     }
 
-    pub(crate) async fn request(&mut self, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
+    pub(crate) async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> io::Result<(u16, String)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -167,7 +165,8 @@ impl Http {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
             })
             .ok_or_else(|| err("no content-length"))?;
         while self.buf.len() < head_end + len {
@@ -200,7 +199,9 @@ impl Poller {
     pub(crate) async fn open(addr: SocketAddr, source: u8, room: &str) -> io::Result<Self> {
         let mut get = Http::connect(addr, source).await?;
         let post = Http::connect(addr, source).await?;
-        let (_, open) = get.request("GET", "/socket.io/?EIO=4&transport=polling", "").await?;
+        let (_, open) = get
+            .request("GET", "/socket.io/?EIO=4&transport=polling", "")
+            .await?;
         let sid = open
             .split("\"sid\":\"")
             .nth(1)

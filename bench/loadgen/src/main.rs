@@ -50,17 +50,24 @@ fn parse_args() -> Result<Args, String> {
     let scenario = it.next().ok_or("missing scenario")?;
     let mut kv = HashMap::new();
     while let Some(k) = it.next() {
-        let k = k.strip_prefix("--").ok_or(format!("unexpected argument {k}"))?.to_owned();
+        let k = k
+            .strip_prefix("--")
+            .ok_or(format!("unexpected argument {k}"))?
+            .to_owned();
         let v = it.next().ok_or(format!("--{k} needs a value"))?;
         kv.insert(k, v);
     }
     let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
     let num = |k: &str, d: &str| -> Result<f64, String> {
-        get(k, d).parse::<f64>().map_err(|_| format!("--{k} must be a number"))
+        get(k, d)
+            .parse::<f64>()
+            .map_err(|_| format!("--{k} must be a number"))
     };
     Ok(Args {
         scenario,
-        addr: get("addr", "127.0.0.1:3000").parse().map_err(|_| "bad --addr")?,
+        addr: get("addr", "127.0.0.1:3000")
+            .parse()
+            .map_err(|_| "bad --addr")?,
         proto: match get("proto", "sio").as_str() {
             "sio" => Proto::Sio,
             "raw" => Proto::Raw,
@@ -120,7 +127,10 @@ async fn open_many(args: &Args, n: usize, join: bool) -> Result<(Vec<Ws>, f64), 
     let started = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
-        let permit = std::sync::Arc::clone(&sem).acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = std::sync::Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let (addr, proto, source) = (args.addr, args.proto, (i % args.sources as usize) as u8);
         handles.push(spawn_local(async move {
             let mut ws = conn::open(addr, source, proto).await?;
@@ -251,7 +261,11 @@ async fn fanout_trial(args: &Args, subs: &Subscribers, rate: f64) -> Result<Valu
     *subs.publisher.borrow_mut() = Some(ws);
     let received = subs.stats.received.get();
     let (p50, p99, max) = subs.stats.latency_ms();
-    let delivered = if expected == 0 { 0.0 } else { received as f64 / expected as f64 };
+    let delivered = if expected == 0 {
+        0.0
+    } else {
+        received as f64 / expected as f64
+    };
     Ok(json!({
         "scenario": "fanout",
         "subscribers": subs.count,
@@ -282,7 +296,9 @@ async fn search(args: &Args) -> Result<Value, String> {
         let ok = trial["sustainable"].as_bool().unwrap_or(false);
         eprintln!(
             "  rate {rate:>9.0}/s: {} deliveries/s, p99 {} ms, delivered {:.4}{}",
-            trial["deliveries_per_s"], trial["p99_ms"], trial["delivered_ratio"].as_f64().unwrap_or(0.0),
+            trial["deliveries_per_s"],
+            trial["p99_ms"],
+            trial["delivered_ratio"].as_f64().unwrap_or(0.0),
             if ok { "" } else { "  (not sustainable)" }
         );
         trials.push(trial.clone());
@@ -330,12 +346,18 @@ async fn echo(args: &Args) -> Result<Value, String> {
             while Instant::now() < deadline {
                 id += 1;
                 let sent = now_us();
-                let text = format!("42{id}[\"echo\",{{\"t\":{sent},\"p\":\"{}\"}}]", "x".repeat(size));
+                let text = format!(
+                    "42{id}[\"echo\",{{\"t\":{sent},\"p\":\"{}\"}}]",
+                    "x".repeat(size)
+                );
                 if conn::send(&mut ws, text).await.is_err() {
                     break;
                 }
                 let prefix = format!("43{id}[");
-                if conn::wait_for(&mut ws, |t| t.starts_with(&prefix)).await.is_err() {
+                if conn::wait_for(&mut ws, |t| t.starts_with(&prefix))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 stats.record(sent);
@@ -362,7 +384,10 @@ async fn polling(args: &Args) -> Result<Value, String> {
     let sem = std::sync::Arc::new(Semaphore::new(128));
     let mut handles = Vec::new();
     for i in 0..args.n {
-        let permit = std::sync::Arc::clone(&sem).acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = std::sync::Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let (addr, source) = (args.addr, (i % args.sources as usize) as u8);
         handles.push(spawn_local(async move {
             let p = Poller::open(addr, source, ROOM).await;
@@ -380,7 +405,9 @@ async fn polling(args: &Args) -> Result<Value, String> {
     if count == 0 {
         return Err("no polling client could connect".into());
     }
-    let publisher = conn::open(args.addr, 0, Proto::Sio).await.map_err(|e| e.to_string())?;
+    let publisher = conn::open(args.addr, 0, Proto::Sio)
+        .await
+        .map_err(|e| e.to_string())?;
     let subs = Subscribers {
         stats,
         count,

@@ -24,7 +24,9 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn new() -> Self {
         Stats {
-            hist: RefCell::new(Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")),
+            hist: RefCell::new(
+                Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            ),
             received: Cell::new(0),
             disconnected: Cell::new(0),
         }
@@ -119,7 +121,9 @@ impl CpuWindow {
     pub(crate) fn finish(&self) -> serde_json::Value {
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) => serde_json::json!(((b - a) as f64 / 100.0 / secs * 100.0).round()),
+            (Some(a), Some(b)) => {
+                serde_json::json!(((b - a) as f64 / 100.0 / secs * 100.0).round())
+            }
             _ => serde_json::Value::Null,
         };
         let steal = match (self.steal, steal_ticks()) {

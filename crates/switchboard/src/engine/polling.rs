@@ -67,14 +67,9 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
                 drop(s);
                 guard.armed = false;
                 return Reply::empty(StatusCode::BAD_REQUEST);
-            } else if s.upgrading {
-                let at = *noop_at.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + std::time::Duration::from_millis(100)
-                });
-                (tokio::time::Instant::now() >= at).then(|| Bytes::from_static(b"6"))
             } else if !s.queue.is_empty() {
                 s.queued_bytes = 0;
-                let frames: Vec<_> = s.queue.drain(..).collect();
+                let frames = std::mem::take(&mut s.queue);
                 let closing = s.closing;
                 s.polling = false;
                 drop(s);
@@ -84,6 +79,13 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
                     session.close(CloseReason::ForcedClose);
                 }
                 return Reply::payload(encode_payload(&frames));
+            } else if s.upgrading {
+                // Nothing to send during a probe: release the poll with a
+                // noop after at most 100 ms.
+                let at = *noop_at.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(100)
+                });
+                (tokio::time::Instant::now() >= at).then(|| Bytes::from_static(b"6"))
             } else {
                 None
             }

@@ -277,7 +277,9 @@ impl<H: EngineHandler> Engine<H> {
             && self.shared.config.websocket;
         let _ = session.send(Frame::Text(session.open_packet(upgrades)));
         self.shared.insert(Arc::clone(&session));
-        tokio::spawn(Arc::clone(&session).heartbeat());
+        if transport == TransportKind::Polling {
+            tokio::spawn(Arc::clone(&session).heartbeat());
+        }
         self.shared.handler.on_open(&session);
         session
     }
@@ -336,29 +338,12 @@ fn accept_key(key: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&digest).expect("base64 is a valid header value")
 }
 
-/// Keeps what the upper layers need of the handshake request. Headers and
-/// URI are copied on purpose: hyper's parsed values share its 8 KiB read
-/// buffer, and holding one of them would keep that buffer alive for the
-/// whole life of the connection.
 fn request_info<B>(req: &Request<B>) -> RequestInfo {
-    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
-    for (name, value) in req.headers() {
-        let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
-        if let (Ok(name), Ok(copy)) = (name, HeaderValue::from_bytes(value.as_bytes())) {
-            headers.append(name, copy);
-        }
-    }
-    let uri = req
-        .uri()
-        .to_string()
-        .parse()
-        .unwrap_or_else(|_| req.uri().clone());
-    RequestInfo {
-        headers,
-        uri,
-        remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
-        time: std::time::SystemTime::now(),
-    }
+    RequestInfo::new(
+        req.headers(),
+        req.uri(),
+        req.extensions().get::<RemoteAddr>().map(|a| a.0),
+    )
 }
 
 fn into_response(reply: Reply) -> Response<Full<Bytes>> {

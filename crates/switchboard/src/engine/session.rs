@@ -1,13 +1,13 @@
 //! One Engine.IO session: its send queue, transport state and heartbeat.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use super::{CloseReason, EngineHandler, EngineShared};
 use crate::protocol::engine::{Frame, Packet};
@@ -34,16 +34,62 @@ impl TransportKind {
 
 /// What the handshake request looked like; kept for the upper layers
 /// (Socket.IO handshake data, connect middleware).
-#[derive(Debug, Clone)]
+///
+/// The headers are kept as one compact byte string and parsed into a
+/// [`HeaderMap`] only when first asked for: most applications never read
+/// them, and a `HeaderMap` costs about a kilobyte per connection.
+#[derive(Debug)]
 pub struct RequestInfo {
-    /// Request headers.
-    pub headers: HeaderMap,
+    /// `name:value\n` for every header, in order.
+    raw_headers: Box<[u8]>,
+    headers: OnceLock<HeaderMap>,
     /// Request URI (path and query).
     pub uri: Uri,
     /// Peer address, when the server provided it (see [`crate::RemoteAddr`]).
     pub remote_addr: Option<std::net::SocketAddr>,
     /// When the handshake happened.
     pub time: SystemTime,
+}
+
+impl RequestInfo {
+    /// Keeps what is needed of a request. Everything is copied: hyper's
+    /// parsed values share its 8 KiB read buffer, and holding one of them
+    /// would keep that buffer alive for the whole life of the connection.
+    pub fn new(headers: &HeaderMap, uri: &Uri, remote_addr: Option<std::net::SocketAddr>) -> Self {
+        let mut raw = Vec::with_capacity(headers.len() * 32);
+        for (name, value) in headers {
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.push(b':');
+            raw.extend_from_slice(value.as_bytes());
+            raw.push(b'\n');
+        }
+        RequestInfo {
+            raw_headers: raw.into_boxed_slice(),
+            headers: OnceLock::new(),
+            uri: uri.to_string().parse().unwrap_or_else(|_| uri.clone()),
+            remote_addr,
+            time: SystemTime::now(),
+        }
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.headers.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            for line in self.raw_headers.split(|b| *b == b'\n') {
+                let Some(colon) = line.iter().position(|b| *b == b':') else {
+                    continue;
+                };
+                if let (Ok(name), Ok(value)) = (
+                    http::header::HeaderName::from_bytes(&line[..colon]),
+                    http::HeaderValue::from_bytes(&line[colon + 1..]),
+                ) {
+                    map.append(name, value);
+                }
+            }
+            map
+        })
+    }
 }
 
 /// Why a frame could not be queued.
@@ -69,7 +115,10 @@ pub(crate) struct State {
     pub(crate) queue: VecDeque<Frame>,
     pub(crate) queued_bytes: usize,
     /// When the pong for the last ping is due, while it is awaited.
-    pub(crate) pong_due: Option<tokio::time::Instant>,
+    pub(crate) pong_due: Option<Instant>,
+    /// When the last pong arrived (or the session opened): the next ping is
+    /// due `ping_interval` after it.
+    pub(crate) last_pong: Instant,
 }
 
 /// An Engine.IO session, shared by its transports and the upper layer.
@@ -80,10 +129,10 @@ pub struct Session<H: EngineHandler> {
     /// Wakes the single consumer of the queue (the WebSocket writer or the
     /// pending poll).
     pub(crate) wake: Notify,
-    /// Wakes the heartbeat when a pong arrives.
-    pub(crate) pong: Notify,
-    /// Cancelled when the session is closed.
-    pub(crate) token: CancellationToken,
+    /// Wakes every task waiting for the session to close.
+    closed: Notify,
+    /// Wakes the heartbeat task when a pong arrives.
+    pong: Notify,
     request: Arc<RequestInfo>,
     /// The upper layer's per-session state.
     pub data: H::Data,
@@ -109,10 +158,11 @@ impl<H: EngineHandler> Session<H> {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 pong_due: None,
+                last_pong: Instant::now(),
             }),
             wake: Notify::new(),
+            closed: Notify::new(),
             pong: Notify::new(),
-            token: CancellationToken::new(),
             request: Arc::new(request),
             data,
         })
@@ -185,12 +235,26 @@ impl<H: EngineHandler> Session<H> {
         self.send_frames(std::slice::from_ref(&frame), false)
     }
 
-    /// Takes every queued frame. Returns them and whether the server asked
-    /// to close after them.
-    pub(crate) fn drain(&self) -> (Vec<Frame>, bool) {
+    /// Takes every queued frame (the queue's allocation goes with them, so
+    /// an idle session holds none). Returns them and whether the server
+    /// asked to close after them.
+    pub(crate) fn drain(&self) -> (VecDeque<Frame>, bool) {
         let mut s = self.lock();
         s.queued_bytes = 0;
-        (s.queue.drain(..).collect(), s.closing)
+        (std::mem::take(&mut s.queue), s.closing)
+    }
+
+    /// Waits until the session is closed.
+    pub(crate) async fn wait_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().closed.is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Closes the session gracefully from the server side: queued frames
@@ -210,7 +274,7 @@ impl<H: EngineHandler> Session<H> {
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(timeout) => session.close(CloseReason::ForcedClose),
-                () = session.token.cancelled() => {}
+                () = session.wait_closed() => {}
             }
         });
     }
@@ -228,7 +292,7 @@ impl<H: EngineHandler> Session<H> {
             s.queued_bytes = 0;
         }
         self.shared.remove(self.id);
-        self.token.cancel();
+        self.closed.notify_waiters();
         self.wake.notify_one();
         tracing::debug!(sid = %self.id, reason = reason.as_str(), "engine session closed");
         self.shared.handler.on_close(self, reason);
@@ -238,7 +302,11 @@ impl<H: EngineHandler> Session<H> {
     pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
         match packet {
             Packet::Pong(_) => {
-                self.lock().pong_due = None;
+                {
+                    let mut s = self.lock();
+                    s.pong_due = None;
+                    s.last_pong = Instant::now();
+                }
                 self.pong.notify_one();
             }
             Packet::Message(text) => self.shared.handler.on_message(self, text),
@@ -250,32 +318,56 @@ impl<H: EngineHandler> Session<H> {
         }
     }
 
-    /// Runs the heartbeat until the session closes: a ping every
-    /// `ping_interval` (counted from the last pong), and a close when no pong
-    /// arrives within `ping_timeout`.
-    pub(crate) async fn heartbeat(self: Arc<Self>) {
-        let interval = self.shared.config.ping_interval;
-        let timeout = self.shared.config.ping_timeout;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = self.token.cancelled() => return,
+    /// Advances the heartbeat: sends the ping that is due, or closes the
+    /// session whose pong is overdue. Returns when to call again (`None`
+    /// once the session is closed). A ping goes out `ping_interval` after the
+    /// last pong (or the open), and its pong is due `ping_timeout` later.
+    pub(crate) fn heartbeat_tick(self: &Arc<Self>) -> Option<Instant> {
+        let cfg = &self.shared.config;
+        let now = Instant::now();
+        let mut s = self.lock();
+        if s.closed.is_some() {
+            return None;
+        }
+        match s.pong_due {
+            Some(due) if now >= due => {
+                drop(s);
+                self.close(CloseReason::PingTimeout);
+                None
             }
-            // A pong that arrived unasked must not count for this ping.
-            let pong = self.pong.notified();
-            tokio::pin!(pong);
-            pong.as_mut().enable();
-            self.lock().pong_due = Some(tokio::time::Instant::now() + timeout);
-            let _ = self.send_frames(&[Frame::control(b"2")], false);
-            tokio::select! {
-                () = &mut pong => {}
-                () = tokio::time::sleep(timeout) => {
-                    self.close(CloseReason::PingTimeout);
-                    return;
+            Some(due) => Some(due),
+            None => {
+                let next_ping = s.last_pong + cfg.ping_interval;
+                if now < next_ping {
+                    return Some(next_ping);
                 }
-                () = self.token.cancelled() => return,
+                let due = now + cfg.ping_timeout;
+                s.pong_due = Some(due);
+                drop(s);
+                let _ = self.send_frames(&[Frame::control(b"2")], false);
+                Some(due)
             }
         }
+    }
+
+    /// The heartbeat of a session whose transport task does not run it
+    /// (long-polling sessions): a task that sleeps between ticks.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
+        while let Some(next) = self.heartbeat_tick() {
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                // A pong moves the next ping to `ping_interval` after it.
+                () = self.pong.notified() => {}
+                () = self.wait_closed() => return,
+            }
+        }
+    }
+
+    /// When the heartbeat next needs attention, without acting.
+    pub(crate) fn heartbeat_deadline(&self) -> Instant {
+        let s = self.lock();
+        s.pong_due
+            .unwrap_or(s.last_pong + self.shared.config.ping_interval)
     }
 
     /// Closes the session if its pong is overdue, even when the heartbeat

@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::task::Poll;
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 use tokio_websockets::{CloseCode, Message, WebSocketStream};
 
 use super::session::TransportKind;
@@ -81,7 +87,7 @@ async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bo
                 _ => break false,
             },
             () = &mut deadline => break false,
-            () = session.token.cancelled() => break false,
+            () = session.wait_closed() => break false,
         }
     };
     let mut s = session.lock();
@@ -97,63 +103,151 @@ async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bo
     }
 }
 
-/// Drives one WebSocket: reads the client's packets and writes the queue,
-/// batching every queued frame into one flush.
+/// What woke the connection task.
+enum Step {
+    Inbound(Option<Result<Message, tokio_websockets::Error>>),
+    Heartbeat,
+    /// The server's close packet went out after the last queued frame.
+    Closing,
+    /// The session was closed.
+    Closed,
+    WriteFailed,
+}
+
+/// How long a closing connection may take to get its close frame out to a
+/// client that does not read.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Drives one WebSocket: reads the client's packets and writes the queue.
+///
+/// Reading and writing are polled side by side in one task: a client that
+/// stops reading blocks only the write side, so its packets are still read,
+/// and what the server answers piles up in the bounded session queue until
+/// the slow-consumer policy closes it. Every frame queued at a wake-up is fed
+/// to the socket and flushed once.
+///
+/// A session born on this WebSocket also runs its heartbeat here (one timer
+/// in this task rather than a task of its own); an upgraded session keeps the
+/// heartbeat task it started with on polling.
 pub(crate) async fn run<H: EngineHandler>(session: Arc<Session<H>>, mut ws: Ws, is_upgrade: bool) {
-    if is_upgrade && !upgrade(&session, &mut ws).await {
+    // Boxed: the probe phase is short, and its state must not weigh on the
+    // task for the whole life of the connection.
+    if is_upgrade && !Box::pin(upgrade(&session, &mut ws)).await {
         shut(&mut ws, None).await;
         return;
     }
-    let mut pending = true;
+    let heartbeat = tokio::time::sleep_until(if is_upgrade {
+        // Far away: the polling heartbeat task keeps running this session.
+        Instant::now() + Duration::from_secs(86_400 * 365)
+    } else {
+        Instant::now() + session.shared.config.ping_interval
+    });
+    tokio::pin!(heartbeat);
+    let wake = session.wake.notified();
+    tokio::pin!(wake);
+    let mut outbox: VecDeque<Frame> = VecDeque::new();
+    let mut queued = true;
+    let mut flushing = false;
+    let mut closing = false;
     loop {
-        if pending {
-            pending = false;
-            let (frames, closing) = session.drain();
-            let mut failed = false;
-            for frame in frames {
-                if ws.feed(to_message(frame)).await.is_err() {
-                    failed = true;
+        let step = poll_fn(|cx| {
+            loop {
+                if wake.as_mut().poll(cx).is_ready() {
+                    wake.set(session.wake.notified());
+                    if session.lock().closed.is_some() {
+                        return Poll::Ready(Step::Closed);
+                    }
+                    queued = true;
+                    continue;
+                }
+                break;
+            }
+            // Writes: take the queue only once the previous batch is out, so
+            // a stalled socket leaves frames in the bounded session queue.
+            loop {
+                if outbox.is_empty() && queued {
+                    queued = false;
+                    let (frames, close_after) = session.drain();
+                    outbox = frames;
+                    closing |= close_after;
+                }
+                if outbox.is_empty() {
                     break;
                 }
+                match ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let frame = outbox.pop_front().expect("checked non-empty");
+                        if ws.start_send_unpin(to_message(frame)).is_err() {
+                            return Poll::Ready(Step::WriteFailed);
+                        }
+                        flushing = true;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
+                    Poll::Pending => break,
+                }
             }
-            if failed || ws.flush().await.is_err() {
-                session.close(CloseReason::TransportError);
-                return;
+            if outbox.is_empty() && flushing {
+                match ws.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => flushing = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
+                    Poll::Pending => {}
+                }
             }
-            if closing {
-                shut(&mut ws, None).await;
-                session.close(CloseReason::ForcedClose);
-                return;
+            if closing && outbox.is_empty() && !flushing {
+                return Poll::Ready(Step::Closing);
             }
-        }
-        tokio::select! {
-            biased;
-            () = session.token.cancelled() => {
-                let code = match session.lock().closed {
-                    Some(CloseReason::SlowConsumer) => Some(CloseCode::POLICY_VIOLATION),
-                    _ => None,
-                };
-                shut(&mut ws, code).await;
-                return;
+            if !is_upgrade && heartbeat.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Heartbeat);
             }
-            () = session.wake.notified() => pending = true,
-            msg = ws.next() => match read(msg) {
-                Inbound::Packet(p) => session.on_packet(p),
+            ws.poll_next_unpin(cx).map(Step::Inbound)
+        })
+        .await;
+        match step {
+            Step::Inbound(msg) => match read(msg) {
+                Inbound::Packet(p) => {
+                    let pong = matches!(p, Packet::Pong(_));
+                    session.on_packet(p);
+                    if pong && !is_upgrade {
+                        heartbeat.as_mut().reset(session.heartbeat_deadline());
+                    }
+                }
                 Inbound::Closed => {
                     session.close(CloseReason::TransportClose);
-                    let _ = ws.flush().await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
                     return;
                 }
                 Inbound::Error(reason) => {
                     // A too-long message already has its 1009 close queued.
-                    let _ = ws.flush().await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
                     if reason == CloseReason::ParseError {
-                        shut(&mut ws, None).await;
+                        let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, None)).await;
                     }
                     session.close(reason);
                     return;
                 }
             },
+            Step::Heartbeat => {
+                if let Some(next) = session.heartbeat_tick() {
+                    heartbeat.as_mut().reset(next);
+                }
+            }
+            Step::Closing => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, None)).await;
+                session.close(CloseReason::ForcedClose);
+                return;
+            }
+            Step::Closed => {
+                let code = match session.lock().closed {
+                    Some(CloseReason::SlowConsumer) => Some(CloseCode::POLICY_VIOLATION),
+                    _ => None,
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, code)).await;
+                return;
+            }
+            Step::WriteFailed => {
+                session.close(CloseReason::TransportError);
+                return;
+            }
         }
     }
 }

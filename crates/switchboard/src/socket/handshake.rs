@@ -30,7 +30,7 @@ impl Handshake {
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.request.headers
+        self.request.headers()
     }
 
     /// One query parameter of the handshake URL (not percent-decoded).
@@ -82,6 +82,6 @@ impl Handshake {
 
     /// Whether the request came from another origin (an `Origin` header).
     pub fn xdomain(&self) -> bool {
-        self.request.headers.contains_key(http::header::ORIGIN)
+        self.request.headers().contains_key(http::header::ORIGIN)
     }
 }
