@@ -107,7 +107,7 @@ class Bench:
                "--server-pid", str(proc.pid)] + [str(x) for x in extra]
         if self.pin:
             cmd = ["taskset", "-c", "1"] + cmd
-        log("  $", " ".join(cmd[2:] if self.pin else cmd))
+        log("  $", " ".join(cmd[3:] if self.pin else cmd))
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         if res.stderr.strip():
             log(res.stderr.rstrip())
@@ -397,7 +397,6 @@ def main():
         print(f"bench smoke: {len(failures)} failed")
         for f in failures:
             print("  FAILED", f)
-        total = sum(len(v) for v in raw.values())
         print(f"{sum(len(x) for v in raw.values() for x in v.values()) - len(failures)} passed, {len(failures)} failed")
         sys.exit(1 if failures else 0)
     json.dump(raw, open(os.path.join(ROOT, "bench", "last-run.json"), "w"), indent=1)
