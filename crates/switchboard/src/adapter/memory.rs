@@ -1,6 +1,6 @@
 //! The in-memory adapter: rooms of this process only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -8,14 +8,20 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{AckResponse, Adapter, AdapterError, BroadcastOptions, Room, SocketInfo};
-use crate::protocol::sid::Sid;
+use crate::protocol::sid::{Sid, SidMap, SidSet};
 use crate::protocol::socketio::Encoded;
+use crate::socket::Socket;
 use crate::socket::namespace::LocalNamespace;
 
+/// Named rooms of this node. A socket's own-id room is not stored: it is
+/// answered from the namespace's socket map, which saves two allocations
+/// per connection.
 #[derive(Default)]
 struct Index {
-    rooms: HashMap<Room, HashSet<Sid>>,
-    sids: HashMap<Sid, HashSet<Room>>,
+    /// Members of each named room, as handles (no lookup per delivery).
+    rooms: HashMap<Room, SidMap<Socket>>,
+    /// Named rooms of each socket.
+    memberships: SidMap<Vec<Room>>,
 }
 
 /// Rooms and fan-out for the sockets of this process. The room index is
@@ -41,20 +47,67 @@ impl MemoryAdapter {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The sockets of one room: a named room, or a socket's own id.
+    fn room_members(&self, index: &Index, room: &str, out: &mut Vec<Socket>) {
+        if let Some(members) = index.rooms.get(room) {
+            out.extend(members.values().cloned());
+        } else if let Some(socket) = room
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| self.nsp.socket(sid))
+        {
+            out.push(socket);
+        }
+    }
+
+    /// The local sockets an operation targets.
+    pub fn recipients(&self, opts: &BroadcastOptions) -> Vec<Socket> {
+        let mut out = Vec::new();
+        if opts.rooms.is_empty() {
+            out = self.nsp.sockets();
+        } else {
+            let index = self.read();
+            for room in &opts.rooms {
+                self.room_members(&index, room, &mut out);
+            }
+            drop(index);
+            if opts.rooms.len() > 1 {
+                let mut seen = SidSet::default();
+                out.retain(|s| seen.insert(s.id()));
+            }
+        }
+        if !opts.except.is_empty() {
+            let mut excluded = Vec::new();
+            {
+                let index = self.read();
+                for room in &opts.except {
+                    self.room_members(&index, room, &mut excluded);
+                }
+            }
+            let excluded: SidSet = excluded.iter().map(Socket::id).collect();
+            out.retain(|s| !excluded.contains(&s.id()));
+        }
+        out
+    }
 }
 
 #[async_trait]
 impl Adapter for MemoryAdapter {
     fn add_all(&self, sid: Sid, rooms: &[Room]) {
+        let Some(socket) = self.nsp.socket(sid) else {
+            return;
+        };
         let mut index = self.write();
         for room in rooms {
-            index.rooms.entry(room.clone()).or_default().insert(sid);
+            if room.as_str() == sid.as_str() {
+                continue;
+            }
+            let members = index.rooms.entry(room.clone()).or_default();
+            if members.insert(sid, socket.clone()).is_none() {
+                index.memberships.entry(sid).or_default().push(room.clone());
+            }
         }
-        index
-            .sids
-            .entry(sid)
-            .or_default()
-            .extend(rooms.iter().cloned());
     }
 
     fn del(&self, sid: Sid, room: &str) {
@@ -65,14 +118,17 @@ impl Adapter for MemoryAdapter {
                 index.rooms.remove(room);
             }
         }
-        if let Some(rooms) = index.sids.get_mut(&sid) {
-            rooms.remove(room);
+        if let Some(rooms) = index.memberships.get_mut(&sid) {
+            rooms.retain(|r| r != room);
+            if rooms.is_empty() {
+                index.memberships.remove(&sid);
+            }
         }
     }
 
     fn del_all(&self, sid: Sid) {
         let mut index = self.write();
-        let Some(rooms) = index.sids.remove(&sid) else {
+        let Some(rooms) = index.memberships.remove(&sid) else {
             return;
         };
         for room in rooms {
@@ -86,40 +142,19 @@ impl Adapter for MemoryAdapter {
     }
 
     fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.read()
-            .sids
-            .get(&sid)
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+        let mut rooms = Vec::new();
+        // A connected socket is in its own-id room.
+        if self.nsp.socket(sid).is_some() {
+            rooms.push(sid.to_string());
+        }
+        if let Some(named) = self.read().memberships.get(&sid) {
+            rooms.extend(named.iter().cloned());
+        }
+        rooms
     }
 
     fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        let index = self.read();
-        let excluded: HashSet<Sid> = opts
-            .except
-            .iter()
-            .filter_map(|r| index.rooms.get(r))
-            .flatten()
-            .copied()
-            .collect();
-        if opts.rooms.is_empty() {
-            return index
-                .sids
-                .keys()
-                .filter(|s| !excluded.contains(s))
-                .copied()
-                .collect();
-        }
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for room in &opts.rooms {
-            for sid in index.rooms.get(room).into_iter().flatten() {
-                if !excluded.contains(sid) && seen.insert(*sid) {
-                    out.push(*sid);
-                }
-            }
-        }
-        out
+        self.recipients(opts).iter().map(Socket::id).collect()
     }
 
     async fn broadcast(
@@ -128,11 +163,9 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
     ) -> Result<(), AdapterError> {
         let frames = packet.frames();
-        for sid in self.local_sockets(opts) {
-            if let Some(socket) = self.nsp.socket(sid) {
-                // A full queue closes that one socket; the others go on.
-                let _ = socket.send_frames(&frames, opts.volatile);
-            }
+        for socket in self.recipients(opts) {
+            // A full queue closes that one socket; the others go on.
+            let _ = socket.send_frames(&frames, opts.volatile);
         }
         Ok(())
     }
@@ -147,14 +180,12 @@ impl Adapter for MemoryAdapter {
     ) -> Result<usize, AdapterError> {
         let frames = packet.frames();
         let mut expected = 0;
-        for sid in self.local_sockets(opts) {
-            if let Some(socket) = self.nsp.socket(sid) {
-                socket.expect_broadcast_ack(ack_id, responses.clone());
-                if matches!(socket.send_frames(&frames, opts.volatile), Ok(true)) {
-                    expected += 1;
-                } else {
-                    socket.forget_ack(ack_id);
-                }
+        for socket in self.recipients(opts) {
+            socket.expect_broadcast_ack(ack_id, responses.clone());
+            if matches!(socket.send_frames(&frames, opts.volatile), Ok(true)) {
+                expected += 1;
+            } else {
+                socket.forget_ack(ack_id);
             }
         }
         Ok(expected)
@@ -165,9 +196,8 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
     ) -> Result<Vec<SocketInfo>, AdapterError> {
         Ok(self
-            .local_sockets(opts)
+            .recipients(opts)
             .into_iter()
-            .filter_map(|sid| self.nsp.socket(sid))
             .map(|s| SocketInfo {
                 id: s.id(),
                 nsp: s.ns().to_owned(),
@@ -183,8 +213,8 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         rooms: &[Room],
     ) -> Result<(), AdapterError> {
-        for sid in self.local_sockets(opts) {
-            self.add_all(sid, rooms);
+        for socket in self.recipients(opts) {
+            self.add_all(socket.id(), rooms);
         }
         Ok(())
     }
@@ -194,9 +224,9 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         rooms: &[Room],
     ) -> Result<(), AdapterError> {
-        for sid in self.local_sockets(opts) {
+        for socket in self.recipients(opts) {
             for room in rooms {
-                self.del(sid, room);
+                self.del(socket.id(), room);
             }
         }
         Ok(())
@@ -207,15 +237,15 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         close: bool,
     ) -> Result<(), AdapterError> {
-        for sid in self.local_sockets(opts) {
-            if let Some(socket) = self.nsp.socket(sid) {
-                socket.disconnect_with(close);
-            }
+        for socket in self.recipients(opts) {
+            socket.disconnect_with(close);
         }
         Ok(())
     }
 
     async fn rooms(&self, _opts: &BroadcastOptions) -> Result<Vec<Room>, AdapterError> {
-        Ok(self.read().rooms.keys().cloned().collect())
+        let mut rooms: Vec<Room> = self.read().rooms.keys().cloned().collect();
+        rooms.extend(self.nsp.sockets().iter().map(|s| s.id().to_string()));
+        Ok(rooms)
     }
 }

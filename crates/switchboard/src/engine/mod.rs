@@ -18,13 +18,13 @@
 //! connection state recovery, catches up. Volatile frames are also dropped
 //! whenever anything is already queued (the transport is not writable).
 
+mod coalesce;
 pub mod config;
 mod polling;
 pub mod service;
 pub mod session;
 mod websocket;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -33,7 +33,7 @@ pub use config::{Cors, CorsOrigins, EngineConfig, Refusal};
 pub use service::{EngineLayer, EngineService, ResponseBody};
 pub use session::{RequestInfo, SendError, Session, TransportKind};
 
-use crate::protocol::sid::Sid;
+use crate::protocol::sid::{Sid, SidMap};
 
 /// Why an Engine.IO session ended. The texts are the reference server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ pub trait EngineHandler: Send + Sync + Sized + 'static {
 pub(crate) struct EngineShared<H: EngineHandler> {
     pub(crate) config: EngineConfig,
     pub(crate) handler: H,
-    sessions: RwLock<HashMap<Sid, Arc<Session<H>>>>,
+    sessions: RwLock<SidMap<Arc<Session<H>>>>,
 }
 
 impl<H: EngineHandler> EngineShared<H> {
@@ -142,7 +142,7 @@ impl<H: EngineHandler> Engine<H> {
             shared: Arc::new(EngineShared {
                 config,
                 handler,
-                sessions: RwLock::new(HashMap::new()),
+                sessions: RwLock::new(SidMap::default()),
             }),
         }
     }

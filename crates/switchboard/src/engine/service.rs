@@ -15,6 +15,7 @@ use http_body::{Body, Frame as BodyFrame, SizeHint};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
+use super::coalesce::Coalesce;
 use super::config::CorsOrigins;
 use super::session::{RequestInfo, TransportKind};
 use super::{Engine, EngineHandler, Session, polling, websocket};
@@ -311,7 +312,10 @@ impl<H: EngineHandler> Engine<H> {
             };
             let ws = tokio_websockets::ServerBuilder::new()
                 .limits(tokio_websockets::Limits::default().max_payload_len(Some(max_payload)))
-                .serve(TokioIo::new(upgraded));
+                // The transport flushes after each batch; `Coalesce` turns
+                // the batch into one write.
+                .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
+                .serve(Coalesce::new(TokioIo::new(upgraded)));
             match existing {
                 Some(session) => websocket::run(session, ws, true).await,
                 None => {

@@ -14,11 +14,12 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_websockets::{CloseCode, Message, WebSocketStream};
 
+use super::coalesce::Coalesce;
 use super::session::TransportKind;
 use super::{CloseReason, EngineHandler, Session};
 use crate::protocol::engine::{Frame, Packet};
 
-pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Ws = WebSocketStream<Coalesce<TokioIo<Upgraded>>>;
 
 fn to_message(frame: Frame) -> Message {
     match frame {

@@ -5,6 +5,7 @@
 //! rendered as 20 URL-safe base64 characters, stored inline (no allocation).
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -14,8 +15,48 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub const SID_LEN: usize = 20;
 
 /// A 20-character URL-safe id, unguessable (drawn from the OS random source).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Sid([u8; SID_LEN]);
+
+impl Hash for Sid {
+    /// Ids are random, so their first eight characters (48 random bits)
+    /// hash them well; see [`SidHasher`].
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
+
+/// A hasher for maps keyed by [`Sid`]: ids are random and chosen by the
+/// server, so a multiplicative mix is enough and SipHash's protection
+/// against chosen keys buys nothing. It is on the broadcast hot path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SidHasher(u64);
+
+impl Hasher for SidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` keyed by [`Sid`] with [`SidHasher`].
+pub type SidMap<V> = std::collections::HashMap<Sid, V, BuildHasherDefault<SidHasher>>;
+
+/// A `HashSet` of [`Sid`] with [`SidHasher`].
+pub type SidSet = std::collections::HashSet<Sid, BuildHasherDefault<SidHasher>>;
 
 impl Sid {
     /// A new random id.

@@ -186,7 +186,7 @@ impl Handler {
             }
             lock(&session.data.sockets).push(socket.clone());
             ns.insert(socket.clone());
-            socket.join([socket.id().to_string()]);
+            // Its own-id room is implicit in the adapter: nothing to join.
             socket.set_connected();
             let reply = socketio::encode_connect(&ns.name, socket.id().as_str(), None);
             if session.send(Frame::Text(reply)).is_err() {

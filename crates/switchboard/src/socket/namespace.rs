@@ -1,13 +1,12 @@
 //! Namespaces: static ones, and dynamic ones created on first connect.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use super::broadcast::BroadcastOperator;
 use super::{ConnectHandler, Middleware, Socket};
 use crate::adapter::{Adapter, AdapterFactory, Room};
-use crate::protocol::sid::Sid;
+use crate::protocol::sid::{Sid, SidMap};
 
 /// Middlewares and connection handler of a namespace; shared by every
 /// child of a dynamic namespace.
@@ -20,7 +19,7 @@ pub(crate) struct NsConfig {
 pub(crate) struct NsInner {
     pub(crate) name: String,
     pub(crate) config: Arc<NsConfig>,
-    sockets: RwLock<HashMap<Sid, Socket>>,
+    sockets: RwLock<SidMap<Socket>>,
     adapter: OnceLock<Arc<dyn Adapter>>,
     ack_ids: AtomicU64,
 }
@@ -34,7 +33,7 @@ impl NsInner {
         let ns = Arc::new(NsInner {
             name,
             config,
-            sockets: RwLock::new(HashMap::new()),
+            sockets: RwLock::new(SidMap::default()),
             adapter: OnceLock::new(),
             ack_ids: AtomicU64::new(0),
         });
@@ -93,6 +92,11 @@ impl LocalNamespace {
     /// The connected local socket with this id.
     pub fn socket(&self, sid: Sid) -> Option<Socket> {
         self.0.upgrade()?.get(sid)
+    }
+
+    /// Every connected local socket.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.0.upgrade().map(|ns| ns.all()).unwrap_or_default()
     }
 
     /// The namespace name.
