@@ -643,3 +643,32 @@ impl EmitValues for SocketIo {
             .expect("broadcast");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_handlers_serve_every_socket_and_socket_handlers_win() {
+    let mut api = Api::quiet().await;
+    api.io.ns("/").on(
+        "shared",
+        |_: Socket, mut event: switchboard::Event| async move {
+            let _ = event.ack("from the namespace");
+        },
+    );
+    let (mut a, sa) = api.client().await;
+    let (mut b, _sb) = api.client().await;
+    // Every socket gets the namespace handler.
+    a.send_text(r#"421["shared"]"#).await;
+    a.expect_text(r#"431["from the namespace"]"#).await;
+    b.send_text(r#"422["shared"]"#).await;
+    b.expect_text(r#"432["from the namespace"]"#).await;
+    // A socket's own handler for the same event takes precedence.
+    sa.on(
+        "shared",
+        |_: Socket, mut event: switchboard::Event| async move {
+            let _ = event.ack("from the socket");
+        },
+    );
+    a.send_text(r#"423["shared"]"#).await;
+    a.expect_text(r#"433["from the socket"]"#).await;
+    b.send_text(r#"424["shared"]"#).await;
+    b.expect_text(r#"434["from the namespace"]"#).await;
+}

@@ -18,35 +18,33 @@ use hyper_util::rt::TokioIo;
 use switchboard::{Event, Socket, SocketIo, Value};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Registers the application's event handlers on the main namespace.
+/// Registers the application's event handlers on the main namespace. They
+/// are namespace-level handlers (`Namespace::on`), shared by every socket,
+/// so a connection carries no handler allocations of its own.
 fn app(io: &SocketIo) {
     let server = io.clone();
-    io.on_connection("/", move |socket: Socket| {
-        let io = server.clone();
-        async move {
-            socket.on("join", |socket: Socket, mut event: Event| async move {
-                if let Ok(room) = event.arg::<String>(0) {
-                    socket.join([room]);
-                }
-                let _ = event.ack("ok");
-            });
-            socket.on("publish", move |_: Socket, mut event: Event| {
-                let io = io.clone();
-                async move {
-                    let mut args = event.take_args().into_iter();
-                    let Some(Value::String(room)) = args.next() else {
-                        return;
-                    };
-                    let payload = args.next().unwrap_or(Value::Null);
-                    let _ = io.to(room).emit("msg", &payload).await;
-                }
-            });
-            socket.on("echo", |_: Socket, mut event: Event| async move {
-                let payload = event.take_args().into_iter().next().unwrap_or(Value::Null);
-                let _ = event.ack(&payload);
-            });
-        }
-    });
+    io.ns("/")
+        .on("join", |socket: Socket, mut event: Event| async move {
+            if let Ok(room) = event.arg::<String>(0) {
+                socket.join([room]);
+            }
+            let _ = event.ack("ok");
+        })
+        .on("publish", move |_: Socket, mut event: Event| {
+            let io = server.clone();
+            async move {
+                let mut args = event.take_args().into_iter();
+                let Some(Value::String(room)) = args.next() else {
+                    return;
+                };
+                let payload = args.next().unwrap_or(Value::Null);
+                let _ = io.to(room).emit("msg", &payload).await;
+            }
+        })
+        .on("echo", |_: Socket, mut event: Event| async move {
+            let payload = event.take_args().into_iter().next().unwrap_or(Value::Null);
+            let _ = event.ack(&payload);
+        });
 }
 
 /// Accepts connections until the process ends.

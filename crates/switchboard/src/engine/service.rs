@@ -316,13 +316,15 @@ impl<H: EngineHandler> Engine<H> {
                 // the batch into one write.
                 .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
                 .serve(Coalesce::new(TokioIo::new(upgraded)));
+            // The connection's long-lived task holds only `run`: the state
+            // of this handshake task (request info, upgrade future) is freed.
             match existing {
-                Some(session) => websocket::run(session, ws, true).await,
+                Some(session) => tokio::spawn(websocket::run(session, ws, true)),
                 None => {
                     let session = engine.open(TransportKind::WebSocket, info);
-                    websocket::run(session, ws, false).await;
+                    tokio::spawn(websocket::run(session, ws, false))
                 }
-            }
+            };
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -42,9 +42,9 @@ impl TransportKind {
 pub struct RequestInfo {
     /// `name:value\n` for every header, in order.
     raw_headers: Box<[u8]>,
-    headers: OnceLock<HeaderMap>,
-    /// Request URI (path and query).
-    pub uri: Uri,
+    headers: OnceLock<Box<HeaderMap>>,
+    /// Request path and query.
+    path_and_query: Box<str>,
     /// Peer address, when the server provided it (see [`crate::RemoteAddr`]).
     pub remote_addr: Option<std::net::SocketAddr>,
     /// When the handshake happened.
@@ -66,10 +66,25 @@ impl RequestInfo {
         RequestInfo {
             raw_headers: raw.into_boxed_slice(),
             headers: OnceLock::new(),
-            uri: uri.to_string().parse().unwrap_or_else(|_| uri.clone()),
+            path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()).into(),
             remote_addr,
             time: SystemTime::now(),
         }
+    }
+
+    /// The request path and query (`/socket.io/?EIO=4&transport=polling`).
+    pub fn path_and_query(&self) -> &str {
+        &self.path_and_query
+    }
+
+    /// The query string, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The request URI (path and query).
+    pub fn uri(&self) -> Uri {
+        self.path_and_query.parse().unwrap_or_default()
     }
 
     /// The request headers.
@@ -87,7 +102,7 @@ impl RequestInfo {
                     map.append(name, value);
                 }
             }
-            map
+            Box::new(map)
         })
     }
 }

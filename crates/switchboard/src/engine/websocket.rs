@@ -61,6 +61,22 @@ async fn shut(ws: &mut Ws, code: Option<CloseCode>) {
     let _ = ws.flush().await;
 }
 
+/// Ends a connection: flushes what is queued (a close frame the library
+/// queued itself included) and, with `close`, sends a close frame, for at
+/// most [`CLOSE_GRACE`]. Boxed: this runs once per connection and its state
+/// must not weigh on the connection task's size for its whole life.
+async fn finish(ws: &mut Ws, code: Option<CloseCode>, close: bool) {
+    Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+        if close {
+            shut(ws, code).await;
+        } else {
+            let _ = ws.flush().await;
+        }
+    }))
+    .await
+    .ok();
+}
+
 /// Runs the probe phase of an upgrade. Returns `true` once the client sent
 /// `5` and the session now uses this WebSocket.
 async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bool {
@@ -106,7 +122,7 @@ async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bo
 
 /// What woke the connection task.
 enum Step {
-    Inbound(Option<Result<Message, tokio_websockets::Error>>),
+    Inbound(Inbound),
     Heartbeat,
     /// The server's close packet went out after the last queued frame.
     Closing,
@@ -130,124 +146,139 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// A session born on this WebSocket also runs its heartbeat here (one timer
 /// in this task rather than a task of its own); an upgraded session keeps the
 /// heartbeat task it started with on polling.
-pub(crate) async fn run<H: EngineHandler>(session: Arc<Session<H>>, mut ws: Ws, is_upgrade: bool) {
-    // Boxed: the probe phase is short, and its state must not weigh on the
-    // task for the whole life of the connection.
-    if is_upgrade && !Box::pin(upgrade(&session, &mut ws)).await {
-        shut(&mut ws, None).await;
-        return;
-    }
-    let heartbeat = tokio::time::sleep_until(if is_upgrade {
-        // Far away: the polling heartbeat task keeps running this session.
-        Instant::now() + Duration::from_secs(86_400 * 365)
-    } else {
-        Instant::now() + session.shared.config.ping_interval
-    });
-    tokio::pin!(heartbeat);
-    let wake = session.wake.notified();
-    tokio::pin!(wake);
-    let mut outbox: VecDeque<Frame> = VecDeque::new();
-    let mut queued = true;
-    let mut flushing = false;
-    let mut closing = false;
-    loop {
-        let step = poll_fn(|cx| {
-            loop {
-                if wake.as_mut().poll(cx).is_ready() {
-                    wake.set(session.wake.notified());
-                    if session.lock().closed.is_some() {
-                        return Poll::Ready(Step::Closed);
+// Not an `async fn`: its arguments would be stored twice in the future
+// (once as arguments, once as locals), and `ws` alone is ~300 bytes kept
+// for the whole life of the connection. The `async move` block captures
+// them once.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<H: EngineHandler>(
+    session: Arc<Session<H>>,
+    mut ws: Ws,
+    is_upgrade: bool,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // Boxed: the probe phase is short, and its state must not weigh on the
+        // task for the whole life of the connection.
+        if is_upgrade && !Box::pin(upgrade(&session, &mut ws)).await {
+            shut(&mut ws, None).await;
+            return;
+        }
+        let heartbeat = tokio::time::sleep_until(if is_upgrade {
+            // Far away: the polling heartbeat task keeps running this session.
+            Instant::now() + Duration::from_secs(86_400 * 365)
+        } else {
+            Instant::now() + session.shared.config.ping_interval
+        });
+        tokio::pin!(heartbeat);
+        let wake = session.wake.notified();
+        tokio::pin!(wake);
+        let mut outbox: VecDeque<Frame> = VecDeque::new();
+        let mut queued = true;
+        let mut flushing = false;
+        let mut closing = false;
+        loop {
+            let step = poll_fn(|cx| {
+                loop {
+                    if wake.as_mut().poll(cx).is_ready() {
+                        wake.set(session.wake.notified());
+                        if session.lock().closed.is_some() {
+                            return Poll::Ready(Step::Closed);
+                        }
+                        queued = true;
+                        continue;
                     }
-                    queued = true;
-                    continue;
-                }
-                break;
-            }
-            // Writes: take the queue only once the previous batch is out, so
-            // a stalled socket leaves frames in the bounded session queue.
-            loop {
-                if outbox.is_empty() && queued {
-                    queued = false;
-                    let (frames, close_after) = session.drain();
-                    outbox = frames;
-                    closing |= close_after;
-                }
-                if outbox.is_empty() {
                     break;
                 }
-                match ws.poll_ready_unpin(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let frame = outbox.pop_front().expect("checked non-empty");
-                        if ws.start_send_unpin(to_message(frame)).is_err() {
-                            return Poll::Ready(Step::WriteFailed);
+                // Writes: take the queue only once the previous batch is out, so
+                // a stalled socket leaves frames in the bounded session queue.
+                loop {
+                    if outbox.is_empty() && queued {
+                        queued = false;
+                        let (frames, close_after) = session.drain();
+                        outbox = frames;
+                        closing |= close_after;
+                    }
+                    if outbox.is_empty() {
+                        break;
+                    }
+                    match ws.poll_ready_unpin(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let frame = outbox.pop_front().expect("checked non-empty");
+                            if ws.start_send_unpin(to_message(frame)).is_err() {
+                                return Poll::Ready(Step::WriteFailed);
+                            }
+                            flushing = true;
                         }
-                        flushing = true;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
-                    Poll::Pending => break,
-                }
-            }
-            if outbox.is_empty() && flushing {
-                match ws.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => flushing = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
-                    Poll::Pending => {}
-                }
-            }
-            if closing && outbox.is_empty() && !flushing {
-                return Poll::Ready(Step::Closing);
-            }
-            if !is_upgrade && heartbeat.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Step::Heartbeat);
-            }
-            ws.poll_next_unpin(cx).map(Step::Inbound)
-        })
-        .await;
-        match step {
-            Step::Inbound(msg) => match read(msg) {
-                Inbound::Packet(p) => {
-                    let pong = matches!(p, Packet::Pong(_));
-                    session.on_packet(p);
-                    if pong && !is_upgrade {
-                        heartbeat.as_mut().reset(session.heartbeat_deadline());
+                        Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
+                        Poll::Pending => break,
                     }
                 }
-                Inbound::Closed => {
-                    session.close(CloseReason::TransportClose);
-                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
+                if outbox.is_empty() && flushing {
+                    match ws.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => {
+                            flushing = false;
+                            // An idle connection keeps no queue allocation.
+                            outbox = VecDeque::new();
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
+                        Poll::Pending => {}
+                    }
+                }
+                if closing && outbox.is_empty() && !flushing {
+                    return Poll::Ready(Step::Closing);
+                }
+                if !is_upgrade && heartbeat.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Step::Heartbeat);
+                }
+                ws.poll_next_unpin(cx).map(|msg| Step::Inbound(read(msg)))
+            })
+            .await;
+            match step {
+                Step::Inbound(inbound) => match inbound {
+                    Inbound::Packet(p) => {
+                        let pong = matches!(p, Packet::Pong(_));
+                        session.on_packet(p);
+                        if pong && !is_upgrade {
+                            heartbeat.as_mut().reset(session.heartbeat_deadline());
+                        }
+                    }
+                    Inbound::Closed => {
+                        session.close(CloseReason::TransportClose);
+                        finish(&mut ws, None, false).await;
+                        return;
+                    }
+                    Inbound::Error(reason) => {
+                        // A too-long message already has its 1009 close queued.
+                        finish(&mut ws, None, false).await;
+                        if reason == CloseReason::ParseError {
+                            finish(&mut ws, None, true).await;
+                        }
+                        session.close(reason);
+                        return;
+                    }
+                },
+                Step::Heartbeat => {
+                    if let Some(next) = session.heartbeat_tick() {
+                        heartbeat.as_mut().reset(next);
+                    }
+                }
+                Step::Closing => {
+                    finish(&mut ws, None, true).await;
+                    session.close(CloseReason::ForcedClose);
                     return;
                 }
-                Inbound::Error(reason) => {
-                    // A too-long message already has its 1009 close queued.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
-                    if reason == CloseReason::ParseError {
-                        let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, None)).await;
-                    }
-                    session.close(reason);
+                Step::Closed => {
+                    let code = match session.lock().closed {
+                        Some(CloseReason::SlowConsumer) => Some(CloseCode::POLICY_VIOLATION),
+                        _ => None,
+                    };
+                    finish(&mut ws, code, true).await;
                     return;
                 }
-            },
-            Step::Heartbeat => {
-                if let Some(next) = session.heartbeat_tick() {
-                    heartbeat.as_mut().reset(next);
+                Step::WriteFailed => {
+                    session.close(CloseReason::TransportError);
+                    return;
                 }
-            }
-            Step::Closing => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, None)).await;
-                session.close(CloseReason::ForcedClose);
-                return;
-            }
-            Step::Closed => {
-                let code = match session.lock().closed {
-                    Some(CloseReason::SlowConsumer) => Some(CloseCode::POLICY_VIOLATION),
-                    _ => None,
-                };
-                let _ = tokio::time::timeout(CLOSE_GRACE, shut(&mut ws, code)).await;
-                return;
-            }
-            Step::WriteFailed => {
-                session.close(CloseReason::TransportError);
-                return;
             }
         }
     }

@@ -27,7 +27,9 @@ struct Partial {
 /// Socket.IO state of one connection.
 pub struct ClientState {
     sockets: Mutex<Vec<Socket>>,
-    partial: Mutex<Option<Partial>>,
+    /// A binary packet waiting for its attachments (boxed: rare, and an
+    /// idle connection should not carry its size).
+    partial: Mutex<Option<Box<Partial>>>,
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -210,10 +212,10 @@ impl Handler {
         }
         match socketio::decode(text, self.config.max_attachments) {
             Ok(packet) if packet.kind.is_binary() && packet.attachments > 0 => {
-                *lock(&session.data.partial) = Some(Partial {
+                *lock(&session.data.partial) = Some(Box::new(Partial {
                     attachments: Vec::with_capacity(packet.attachments),
                     packet,
-                });
+                }));
             }
             Ok(packet) => self.on_packet(session, packet),
             Err(e) => {
@@ -262,7 +264,7 @@ impl EngineHandler for Handler {
                 Some(p) => {
                     p.attachments.push(data);
                     if p.attachments.len() == p.packet.attachments {
-                        partial.take()
+                        partial.take().map(|p| *p)
                     } else {
                         return;
                     }

@@ -35,7 +35,7 @@ impl Handshake {
 
     /// One query parameter of the handshake URL (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.request.uri.query()?.split('&').find_map(|pair| {
+        self.request.query()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == name).then_some(v)
         })
@@ -44,7 +44,6 @@ impl Handshake {
     /// Every query parameter.
     pub fn query(&self) -> HashMap<String, String> {
         self.request
-            .uri
             .query()
             .unwrap_or("")
             .split('&')
@@ -58,7 +57,7 @@ impl Handshake {
 
     /// The handshake URL (path and query).
     pub fn url(&self) -> String {
-        self.request.uri.to_string()
+        self.request.path_and_query().to_owned()
     }
 
     /// The peer address, when the server provided it.

@@ -14,6 +14,32 @@ use crate::protocol::sid::{Sid, SidMap};
 pub(crate) struct NsConfig {
     pub(crate) middlewares: RwLock<Vec<Middleware>>,
     pub(crate) on_connect: RwLock<Option<ConnectHandler>>,
+    /// Event handlers shared by every socket of the namespace.
+    pub(crate) events: RwLock<Vec<(Box<str>, super::EventHandler)>>,
+}
+
+impl NsConfig {
+    pub(crate) fn handler(&self, event: &str) -> Option<super::EventHandler> {
+        self.events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(name, _)| &**name == event)
+            .map(|(_, h)| Arc::clone(h))
+    }
+}
+
+pub(crate) fn add_event<F, Fut>(config: &NsConfig, event: &str, handler: F)
+where
+    F: Fn(Socket, super::Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handler: super::EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
+    let mut events = config.events.write().unwrap_or_else(|e| e.into_inner());
+    match events.iter_mut().find(|(name, _)| &**name == event) {
+        Some(slot) => slot.1 = handler,
+        None => events.push((event.into(), handler)),
+    }
 }
 
 pub(crate) struct NsInner {
@@ -135,6 +161,19 @@ impl Namespace {
         self
     }
 
+    /// Registers an event handler shared by every socket of the namespace.
+    /// Unlike [`Socket::on`] in a connection handler, it costs nothing per
+    /// connection. A socket's own handler for the same event takes
+    /// precedence.
+    pub fn on<F, Fut>(&self, event: &str, handler: F) -> &Self
+    where
+        F: Fn(Socket, super::Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        add_event(&self.0.config, event, handler);
+        self
+    }
+
     /// Sets the handler called for each new socket.
     pub fn on_connection<F, Fut>(&self, handler: F) -> &Self
     where
@@ -253,6 +292,17 @@ pub struct ParentNamespace {
 }
 
 impl ParentNamespace {
+    /// Registers an event handler shared by every socket of every child
+    /// (see [`Namespace::on`]).
+    pub fn on<F, Fut>(&self, event: &str, handler: F) -> &Self
+    where
+        F: Fn(Socket, super::Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        add_event(&self.config, event, handler);
+        self
+    }
+
     /// Adds a connect middleware to every child (see
     /// [`Namespace::use_middleware`]).
     pub fn use_middleware<F, Fut>(&self, middleware: F) -> &Self

@@ -30,7 +30,9 @@ pub(crate) enum AckSlot {
 
 #[derive(Default)]
 struct Handlers {
-    events: HashMap<String, EventHandler>,
+    /// Event handlers: a few per socket, so a list (smaller than a map,
+    /// and as fast to search at this size).
+    events: Vec<(Box<str>, EventHandler)>,
     any: Vec<EventHandler>,
     disconnecting: Vec<DisconnectHandler>,
     disconnect: Vec<DisconnectHandler>,
@@ -228,7 +230,12 @@ impl Socket {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
-        lock(&self.0.handlers).events.insert(event.into(), handler);
+        let event: Box<str> = event.into().into_boxed_str();
+        let mut handlers = lock(&self.0.handlers);
+        match handlers.events.iter_mut().find(|(name, _)| *name == event) {
+            Some(slot) => slot.1 = handler,
+            None => handlers.events.push((event, handler)),
+        }
     }
 
     /// Registers a handler called for every event (before the event's own
@@ -494,7 +501,11 @@ impl Socket {
         let (specific, any, middlewares) = {
             let h = lock(&self.0.handlers);
             (
-                h.events.get(&event.name).cloned(),
+                h.events
+                    .iter()
+                    .find(|(name, _)| **name == *event.name)
+                    .map(|(_, handler)| Arc::clone(handler))
+                    .or_else(|| self.0.ns.config.handler(&event.name)),
                 h.any.clone(),
                 h.packet_middlewares.clone(),
             )
