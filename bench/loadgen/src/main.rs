@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! bench-loadgen <idle|fanout|search|echo|polling> --addr 127.0.0.1:3000
+//!     (search and polling look for the highest sustainable publish rate)
 //!     [--proto sio|raw] [--n N] [--duration S] [--rate R] [--payload B]
 //!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L]
 //! ```
@@ -286,13 +287,17 @@ async fn fanout_trial(args: &Args, subs: &Subscribers, rate: f64) -> Result<Valu
 /// then bisecting.
 async fn search(args: &Args) -> Result<Value, String> {
     let subs = subscribers(args, args.n).await?;
+    search_with(args, &subs, "search").await
+}
+
+async fn search_with(args: &Args, subs: &Subscribers, scenario: &str) -> Result<Value, String> {
     let mut trials = Vec::new();
     let mut best: Option<Value> = None;
     let mut lo = 0.0;
     let mut hi: Option<f64> = None;
     let mut rate = args.rate;
     for _ in 0..12 {
-        let trial = fanout_trial(args, &subs, rate).await?;
+        let trial = fanout_trial(args, subs, rate).await?;
         let ok = trial["sustainable"].as_bool().unwrap_or(false);
         eprintln!(
             "  rate {rate:>9.0}/s: {} deliveries/s, p99 {} ms, delivered {:.4}{}",
@@ -324,7 +329,7 @@ async fn search(args: &Args) -> Result<Value, String> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(json!({
-        "scenario": "search",
+        "scenario": scenario,
         "subscribers": subs.count,
         "best": best,
         "trials": trials,
@@ -413,7 +418,5 @@ async fn polling(args: &Args) -> Result<Value, String> {
         count,
         publisher: std::cell::RefCell::new(Some(publisher)),
     };
-    let mut result = fanout_trial(args, &subs, args.rate).await?;
-    result["scenario"] = json!("polling");
-    Ok(result)
+    search_with(args, &subs, "polling").await
 }
