@@ -11,7 +11,7 @@
 //! bench-loadgen <idle|fanout|search|echo|polling> --addr 127.0.0.1:3000
 //!     (search and polling look for the highest sustainable publish rate)
 //!     [--proto sio|raw] [--n N] [--duration S] [--rate R] [--payload B]
-//!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L]
+//!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L] [--trials T]
 //! ```
 
 mod conn;
@@ -44,6 +44,7 @@ struct Args {
     sources: u8,
     clients: usize,
     p99_ms: f64,
+    trials: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         sources: (num("sources", "8")? as u8).clamp(1, 200),
         clients: num("clients", "100")? as usize,
         p99_ms: num("p99-ms", "100")?,
+        trials: num("trials", "12")? as usize,
     })
 }
 
@@ -296,7 +298,7 @@ async fn search_with(args: &Args, subs: &Subscribers, scenario: &str) -> Result<
     let mut lo = 0.0;
     let mut hi: Option<f64> = None;
     let mut rate = args.rate;
-    for _ in 0..12 {
+    for _ in 0..args.trials.max(1) {
         let trial = fanout_trial(args, subs, rate).await?;
         let ok = trial["sustainable"].as_bool().unwrap_or(false);
         eprintln!(

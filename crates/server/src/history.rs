@@ -1,0 +1,397 @@
+//! Channel history: every publication gets the next offset of its channel,
+//! and each channel stream has an epoch that changes when its history is
+//! lost or reset. A client that saw `(offset, epoch)` can ask for what came
+//! after: it gets every publication since, in order, without gaps or
+//! duplicates, or a clear "not recoverable".
+//!
+//! [`History`] is the interface (an embedded-database implementation for
+//! persisted channels and a Redis one for clusters will sit beside
+//! [`MemoryHistory`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ChannelName;
+
+/// Where a client is in a channel's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The offset of the last publication seen (0: none yet).
+    pub offset: u64,
+    /// The epoch of the stream those offsets belong to.
+    pub epoch: String,
+}
+
+/// One publication in a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    /// Its offset in the channel (1, 2, 3...).
+    pub offset: u64,
+    /// The published JSON.
+    pub data: serde_json::Value,
+    /// Who published it (user id), when known.
+    pub from: Option<String>,
+    /// When it was published, in milliseconds since the epoch.
+    pub time_ms: u64,
+}
+
+/// How to store one publication.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOptions {
+    /// How many publications the channel keeps (0: none; offsets still advance).
+    pub size: usize,
+    /// How long they are kept (`None`: no limit).
+    pub ttl: Option<Duration>,
+    /// A key that makes a retried publish land once.
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The publication (the earlier one, for a duplicate).
+    pub publication: Publication,
+    /// The channel's epoch.
+    pub epoch: String,
+    /// Whether the idempotency key had been seen: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// What [`History::since`] could give back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// Everything after the position, in order (possibly nothing).
+    Recovered(Vec<Publication>),
+    /// The position is from another epoch or older than what is kept; the
+    /// client must start over from `current`.
+    NotRecovered {
+        /// Where the stream is now.
+        current: StreamPosition,
+    },
+}
+
+/// Why the history failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The storage failed.
+    #[error("history storage: {0}")]
+    Storage(String),
+}
+
+/// Per-channel history. Implementations assign offsets atomically with
+/// storing: two publications never get the same offset, and a reader never
+/// sees offset `n + 1` before `n`.
+#[async_trait]
+pub trait History: Send + Sync + 'static {
+    /// Stores a publication and gives it the channel's next offset.
+    async fn append(
+        &self,
+        channel: &ChannelName,
+        data: serde_json::Value,
+        from: Option<String>,
+        opts: &AppendOptions,
+    ) -> Result<Appended, HistoryError>;
+
+    /// The publications after `position`, or why they cannot be recovered.
+    async fn since(
+        &self,
+        channel: &ChannelName,
+        position: &StreamPosition,
+        ttl: Option<Duration>,
+    ) -> Result<Recovery, HistoryError>;
+
+    /// The last `limit` publications and the current position.
+    async fn latest(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        ttl: Option<Duration>,
+    ) -> Result<(Vec<Publication>, StreamPosition), HistoryError>;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new random epoch (8 hex characters).
+pub fn new_epoch() -> String {
+    let mut raw = [0u8; 4];
+    getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Stream {
+    epoch: String,
+    /// Offset of the last publication (0: none yet).
+    top: u64,
+    items: VecDeque<Publication>,
+    /// Idempotency key -> the publication it stored (kept even when the
+    /// publication itself has left the history).
+    keys: HashMap<String, Publication>,
+}
+
+impl Stream {
+    fn prune(&mut self, ttl: Option<Duration>) {
+        if let Some(ttl) = ttl {
+            let oldest = now_ms().saturating_sub(ttl.as_millis() as u64);
+            while self.items.front().is_some_and(|p| p.time_ms < oldest) {
+                self.items.pop_front();
+            }
+            self.keys.retain(|_, p| p.time_ms >= oldest);
+        }
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+/// History kept in memory: lost at restart, when every channel gets a new
+/// epoch (so clients learn their positions are void).
+#[derive(Default)]
+pub struct MemoryHistory {
+    streams: Mutex<HashMap<ChannelName, Stream>>,
+}
+
+/// How long idempotency keys are remembered.
+const KEY_MEMORY: Duration = Duration::from_secs(300);
+
+impl MemoryHistory {
+    fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = streams.entry(channel.clone()).or_insert_with(|| Stream {
+            epoch: new_epoch(),
+            top: 0,
+            items: VecDeque::new(),
+            keys: HashMap::new(),
+        });
+        f(stream)
+    }
+}
+
+#[async_trait]
+impl History for MemoryHistory {
+    async fn append(
+        &self,
+        channel: &ChannelName,
+        data: serde_json::Value,
+        from: Option<String>,
+        opts: &AppendOptions,
+    ) -> Result<Appended, HistoryError> {
+        Ok(self.with_stream(channel, |s| {
+            s.prune(opts.ttl);
+            let key_oldest = now_ms().saturating_sub(KEY_MEMORY.as_millis() as u64);
+            s.keys.retain(|_, p| p.time_ms >= key_oldest);
+            if let Some(key) = &opts.idempotency_key
+                && let Some(p) = s.keys.get(key)
+            {
+                return Appended {
+                    publication: p.clone(),
+                    epoch: s.epoch.clone(),
+                    duplicate: true,
+                };
+            }
+            s.top += 1;
+            let publication = Publication {
+                offset: s.top,
+                data,
+                from,
+                time_ms: now_ms(),
+            };
+            if opts.size > 0 {
+                s.items.push_back(publication.clone());
+                while s.items.len() > opts.size {
+                    s.items.pop_front();
+                }
+            }
+            if let Some(key) = &opts.idempotency_key {
+                s.keys.insert(key.clone(), publication.clone());
+            }
+            Appended {
+                publication,
+                epoch: s.epoch.clone(),
+                duplicate: false,
+            }
+        }))
+    }
+
+    async fn since(
+        &self,
+        channel: &ChannelName,
+        position: &StreamPosition,
+        ttl: Option<Duration>,
+    ) -> Result<Recovery, HistoryError> {
+        Ok(self.with_stream(channel, |s| {
+            s.prune(ttl);
+            if position.epoch != s.epoch || position.offset > s.top {
+                return Recovery::NotRecovered {
+                    current: s.position(),
+                };
+            }
+            if position.offset == s.top {
+                return Recovery::Recovered(Vec::new());
+            }
+            // The next publication the client needs must still be kept.
+            let needed = position.offset + 1;
+            match s.items.front() {
+                Some(first) if first.offset <= needed => Recovery::Recovered(
+                    s.items
+                        .iter()
+                        .filter(|p| p.offset > position.offset)
+                        .cloned()
+                        .collect(),
+                ),
+                _ => Recovery::NotRecovered {
+                    current: s.position(),
+                },
+            }
+        }))
+    }
+
+    async fn latest(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        ttl: Option<Duration>,
+    ) -> Result<(Vec<Publication>, StreamPosition), HistoryError> {
+        Ok(self.with_stream(channel, |s| {
+            s.prune(ttl);
+            let skip = s.items.len().saturating_sub(limit);
+            (s.items.iter().skip(skip).cloned().collect(), s.position())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn opts(size: usize) -> AppendOptions {
+        AppendOptions {
+            size,
+            ..AppendOptions::default()
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        // The memory history never waits: one poll completes it.
+        let mut f = std::pin::pin!(f);
+        match f
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("memory history waited"),
+        }
+    }
+
+    #[test]
+    fn offsets_are_monotonic_and_resume_has_no_gap_or_duplicate() {
+        let h = MemoryHistory::default();
+        let ch = ChannelName::parse("chat:lobby").unwrap();
+        let first = block_on(h.append(&ch, json!(1), None, &opts(100))).unwrap();
+        assert_eq!(first.publication.offset, 1);
+        let seen = StreamPosition {
+            offset: 1,
+            epoch: first.epoch.clone(),
+        };
+        for i in 2..=5 {
+            let a = block_on(h.append(&ch, json!(i), None, &opts(100))).unwrap();
+            assert_eq!(a.publication.offset, i);
+        }
+        match block_on(h.since(&ch, &seen, None)).unwrap() {
+            Recovery::Recovered(p) => {
+                assert_eq!(
+                    p.iter().map(|p| p.offset).collect::<Vec<_>>(),
+                    vec![2, 3, 4, 5]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let top = StreamPosition {
+            offset: 5,
+            epoch: first.epoch.clone(),
+        };
+        assert_eq!(
+            block_on(h.since(&ch, &top, None)).unwrap(),
+            Recovery::Recovered(vec![])
+        );
+    }
+
+    #[test]
+    fn too_old_or_wrong_epoch_is_not_recovered() {
+        let h = MemoryHistory::default();
+        let ch = ChannelName::parse("chat:lobby").unwrap();
+        let mut epoch = String::new();
+        for i in 1..=10 {
+            epoch = block_on(h.append(&ch, json!(i), None, &opts(3)))
+                .unwrap()
+                .epoch;
+        }
+        let old = StreamPosition {
+            offset: 2,
+            epoch: epoch.clone(),
+        };
+        let current = StreamPosition {
+            offset: 10,
+            epoch: epoch.clone(),
+        };
+        assert_eq!(
+            block_on(h.since(&ch, &old, None)).unwrap(),
+            Recovery::NotRecovered {
+                current: current.clone()
+            }
+        );
+        // Offset 7 is the last one not kept: 8, 9, 10 are.
+        let edge = StreamPosition {
+            offset: 7,
+            epoch: epoch.clone(),
+        };
+        assert!(
+            matches!(block_on(h.since(&ch, &edge, None)).unwrap(), Recovery::Recovered(p) if p.len() == 3)
+        );
+        let other = StreamPosition {
+            offset: 9,
+            epoch: "deadbeef".into(),
+        };
+        assert!(matches!(
+            block_on(h.since(&ch, &other, None)).unwrap(),
+            Recovery::NotRecovered { .. }
+        ));
+        let (latest, pos) = block_on(h.latest(&ch, 2, None)).unwrap();
+        assert_eq!(
+            latest.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![9, 10]
+        );
+        assert_eq!(pos, current);
+    }
+
+    #[test]
+    fn an_idempotency_key_stores_a_retry_once() {
+        let h = MemoryHistory::default();
+        let ch = ChannelName::parse("chat:lobby").unwrap();
+        let with_key = AppendOptions {
+            size: 10,
+            idempotency_key: Some("k1".into()),
+            ..AppendOptions::default()
+        };
+        let a = block_on(h.append(&ch, json!("x"), None, &with_key)).unwrap();
+        let b = block_on(h.append(&ch, json!("x"), None, &with_key)).unwrap();
+        assert!(!a.duplicate && b.duplicate);
+        assert_eq!(a.publication.offset, b.publication.offset);
+        let (all, pos) = block_on(h.latest(&ch, 10, None)).unwrap();
+        assert_eq!((all.len(), pos.offset), (1, 1));
+    }
+}

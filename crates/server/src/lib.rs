@@ -1,0 +1,17 @@
+//! The `switchboard` server (work in progress, issue 4): configuration,
+//! channels and their policies, history with offsets and epochs, and
+//! presence. The wire gateways (Socket.IO, plain WebSocket, SSE) and the
+//! HTTP API build on these.
+//!
+//! - [`config`]: defaults < TOML file < `SWITCHBOARD_...` environment <
+//!   command-line flags, validated with errors that name the key.
+//! - [`channel`]: `<namespace>:<name>` channel names and per-namespace
+//!   policies.
+//! - [`history`]: per-channel history with monotonic offsets and an epoch,
+//!   so a client can resume without gaps or duplicates.
+//! - [`presence`]: users (not connections) present in a channel.
+
+pub mod channel;
+pub mod config;
+pub mod history;
+pub mod presence;
