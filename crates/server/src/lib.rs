@@ -3,6 +3,7 @@
 //! presence. The wire gateways (Socket.IO, plain WebSocket, SSE) and the
 //! HTTP API build on these.
 //!
+//! - [`auth`]: JWT verification (HS256, RS256, ES256) and the development login.
 //! - [`config`]: defaults < TOML file < `SWITCHBOARD_...` environment <
 //!   command-line flags, validated with errors that name the key.
 //! - [`channel`]: `<namespace>:<name>` channel names and per-namespace
@@ -11,6 +12,7 @@
 //!   so a client can resume without gaps or duplicates.
 //! - [`presence`]: users (not connections) present in a channel.
 
+pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod history;
