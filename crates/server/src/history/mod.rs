@@ -4,9 +4,13 @@
 //! after: it gets every publication since, in order, without gaps or
 //! duplicates, or a clear "not recoverable".
 //!
-//! [`History`] is the interface (an embedded-database implementation for
-//! persisted channels and a Redis one for clusters will sit beside
-//! [`MemoryHistory`]).
+//! [`History`] is the interface; [`MemoryHistory`] keeps channels in
+//! memory and [`SqliteHistory`] in the embedded database (a Redis one for
+//! clusters will sit beside them).
+
+mod sqlite;
+
+pub use sqlite::SqliteHistory;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -114,7 +118,7 @@ pub trait History: Send + Sync + 'static {
     ) -> Result<(Vec<Publication>, StreamPosition), HistoryError>;
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -165,7 +169,7 @@ pub struct MemoryHistory {
 }
 
 /// How long idempotency keys are remembered.
-const KEY_MEMORY: Duration = Duration::from_secs(300);
+pub(crate) const KEY_MEMORY: Duration = Duration::from_secs(300);
 
 impl MemoryHistory {
     fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {

@@ -1,0 +1,269 @@
+//! History persisted in an embedded SQLite database (WAL mode).
+//!
+//! A publication is committed to the write-ahead log before `append`
+//! returns, so it survives the process being killed (`kill -9`) right after
+//! the publish was acknowledged; an operating-system crash may lose the last
+//! transactions (`synchronous = NORMAL`), which is the usual trade-off.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Publication, Recovery,
+    StreamPosition, new_epoch, now_ms,
+};
+use crate::channel::ChannelName;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS streams (
+    channel TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    top INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS publications (
+    channel TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    sender TEXT,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (channel, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    channel TEXT NOT NULL,
+    key TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    sender TEXT,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+";
+
+fn storage(e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Storage(e.to_string())
+}
+
+/// History in an embedded database file.
+#[derive(Clone)]
+pub struct SqliteHistory {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl SqliteHistory {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(storage)?;
+        }
+        let db = Connection::open(path).map_err(storage)?;
+        db.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(SqliteHistory {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async runtime's threads.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, HistoryError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(storage)?
+        .map_err(storage)
+    }
+}
+
+/// The stream of a channel, created with a new epoch when missing.
+fn stream(tx: &Connection, channel: &str) -> Result<(String, u64), rusqlite::Error> {
+    if let Some(s) = tx
+        .query_row(
+            "SELECT epoch, top FROM streams WHERE channel = ?1",
+            [channel],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?
+    {
+        return Ok(s);
+    }
+    let epoch = new_epoch();
+    tx.execute(
+        "INSERT INTO streams (channel, epoch, top) VALUES (?1, ?2, 0)",
+        params![channel, epoch],
+    )?;
+    Ok((epoch, 0))
+}
+
+fn prune(tx: &Connection, channel: &str, ttl: Option<Duration>) -> Result<(), rusqlite::Error> {
+    if let Some(ttl) = ttl {
+        let oldest = now_ms().saturating_sub(ttl.as_millis() as u64) as i64;
+        tx.execute(
+            "DELETE FROM publications WHERE channel = ?1 AND time_ms < ?2",
+            params![channel, oldest],
+        )?;
+    }
+    Ok(())
+}
+
+fn publication(r: &rusqlite::Row<'_>) -> Result<Publication, rusqlite::Error> {
+    let data: String = r.get(1)?;
+    Ok(Publication {
+        offset: r.get::<_, i64>(0)? as u64,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        from: r.get(2)?,
+        time_ms: r.get::<_, i64>(3)? as u64,
+    })
+}
+
+#[async_trait]
+impl History for SqliteHistory {
+    async fn append(
+        &self,
+        channel: &ChannelName,
+        data: serde_json::Value,
+        from: Option<String>,
+        opts: &AppendOptions,
+    ) -> Result<Appended, HistoryError> {
+        let channel = channel.as_str().to_owned();
+        let opts = opts.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let (epoch, top) = stream(&tx, &channel)?;
+            let now = now_ms();
+            tx.execute(
+                "DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2",
+                params![channel, now.saturating_sub(KEY_MEMORY.as_millis() as u64) as i64],
+            )?;
+            if let Some(key) = &opts.idempotency_key {
+                let seen = tx
+                    .query_row(
+                        "SELECT offset, data, sender, time_ms FROM idempotency WHERE channel = ?1 AND key = ?2",
+                        params![channel, key],
+                        publication,
+                    )
+                    .optional()?;
+                if let Some(p) = seen {
+                    tx.commit()?;
+                    return Ok(Appended {
+                        publication: p,
+                        epoch,
+                        duplicate: true,
+                    });
+                }
+            }
+            prune(&tx, &channel, opts.ttl)?;
+            let offset = top + 1;
+            let text = data.to_string();
+            if opts.size > 0 {
+                tx.execute(
+                    "INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![channel, offset as i64, text, from, now as i64],
+                )?;
+                tx.execute(
+                    "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
+                    params![channel, offset as i64 - opts.size as i64],
+                )?;
+            }
+            if let Some(key) = &opts.idempotency_key {
+                tx.execute(
+                    "INSERT INTO idempotency (channel, key, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![channel, key, offset as i64, text, from, now as i64],
+                )?;
+            }
+            tx.execute(
+                "UPDATE streams SET top = ?2 WHERE channel = ?1",
+                params![channel, offset as i64],
+            )?;
+            tx.commit()?;
+            Ok(Appended {
+                publication: Publication {
+                    offset,
+                    data,
+                    from,
+                    time_ms: now,
+                },
+                epoch,
+                duplicate: false,
+            })
+        })
+        .await
+    }
+
+    async fn since(
+        &self,
+        channel: &ChannelName,
+        position: &StreamPosition,
+        ttl: Option<Duration>,
+    ) -> Result<Recovery, HistoryError> {
+        let channel = channel.as_str().to_owned();
+        let position = position.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let (epoch, top) = stream(&tx, &channel)?;
+            prune(&tx, &channel, ttl)?;
+            let current = StreamPosition { offset: top, epoch };
+            if position.epoch != current.epoch || position.offset > top {
+                tx.commit()?;
+                return Ok(Recovery::NotRecovered { current });
+            }
+            if position.offset == top {
+                tx.commit()?;
+                return Ok(Recovery::Recovered(Vec::new()));
+            }
+            let first: Option<i64> = tx.query_row(
+                "SELECT MIN(offset) FROM publications WHERE channel = ?1",
+                [&channel],
+                |r| r.get(0),
+            )?;
+            if first.is_none_or(|f| f as u64 > position.offset + 1) {
+                tx.commit()?;
+                return Ok(Recovery::NotRecovered { current });
+            }
+            let items = {
+                let mut stmt = tx.prepare(
+                    "SELECT offset, data, sender, time_ms FROM publications WHERE channel = ?1 AND offset > ?2 ORDER BY offset",
+                )?;
+                stmt.query_map(params![channel, position.offset as i64], publication)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            tx.commit()?;
+            Ok(Recovery::Recovered(items))
+        })
+        .await
+    }
+
+    async fn latest(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        ttl: Option<Duration>,
+    ) -> Result<(Vec<Publication>, StreamPosition), HistoryError> {
+        let channel = channel.as_str().to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let (epoch, top) = stream(&tx, &channel)?;
+            prune(&tx, &channel, ttl)?;
+            let mut items = {
+                let mut stmt = tx.prepare(
+                    "SELECT offset, data, sender, time_ms FROM publications WHERE channel = ?1 ORDER BY offset DESC LIMIT ?2",
+                )?;
+                stmt.query_map(params![channel, limit as i64], publication)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            items.reverse();
+            tx.commit()?;
+            Ok((items, StreamPosition { offset: top, epoch }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,163 @@
+//! The same history behaviour from every implementation, and persistence of
+//! the embedded-database one across a reopen.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use switchboard_server::channel::ChannelName;
+use switchboard_server::history::{
+    AppendOptions, History, MemoryHistory, Recovery, SqliteHistory, StreamPosition,
+};
+
+fn temp_db(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir()
+        .join(format!("switchboard-test-{}-{nanos}", std::process::id()))
+        .join(format!("{name}.db"))
+}
+
+fn opts(size: usize, key: Option<&str>) -> AppendOptions {
+    AppendOptions {
+        size,
+        idempotency_key: key.map(str::to_owned),
+        ..AppendOptions::default()
+    }
+}
+
+async fn behaves(h: &dyn History) {
+    let ch = ChannelName::parse("chat:lobby").unwrap();
+    let other = ChannelName::parse("chat:other").unwrap();
+    let mut epoch = String::new();
+    for i in 1..=10u64 {
+        let a = h
+            .append(&ch, json!({ "n": i }), Some("u1".into()), &opts(5, None))
+            .await
+            .unwrap();
+        assert_eq!(a.publication.offset, i, "offsets are consecutive");
+        assert!(!a.duplicate);
+        epoch = a.epoch;
+    }
+    // Channels are independent streams.
+    let o = h
+        .append(&other, json!("x"), None, &opts(5, None))
+        .await
+        .unwrap();
+    assert_eq!(o.publication.offset, 1);
+
+    let at = |offset| StreamPosition {
+        offset,
+        epoch: epoch.clone(),
+    };
+    match h.since(&ch, &at(7), None).await.unwrap() {
+        Recovery::Recovered(p) => {
+            assert_eq!(
+                p.iter().map(|p| p.offset).collect::<Vec<_>>(),
+                vec![8, 9, 10]
+            );
+            assert_eq!(p[0].data, json!({ "n": 8 }));
+            assert_eq!(p[0].from.as_deref(), Some("u1"));
+        }
+        other => panic!("expected recovery, got {other:?}"),
+    }
+    // Offset 5 is the last one not kept (6..=10 are): 6 is the first needed.
+    assert!(
+        matches!(h.since(&ch, &at(5), None).await.unwrap(), Recovery::Recovered(p) if p.len() == 5)
+    );
+    assert_eq!(
+        h.since(&ch, &at(4), None).await.unwrap(),
+        Recovery::NotRecovered { current: at(10) }
+    );
+    assert_eq!(
+        h.since(&ch, &at(10), None).await.unwrap(),
+        Recovery::Recovered(vec![])
+    );
+    let foreign = StreamPosition {
+        offset: 9,
+        epoch: "other".into(),
+    };
+    assert_eq!(
+        h.since(&ch, &foreign, None).await.unwrap(),
+        Recovery::NotRecovered { current: at(10) }
+    );
+    let (latest, pos) = h.latest(&ch, 2, None).await.unwrap();
+    assert_eq!(
+        latest.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![9, 10]
+    );
+    assert_eq!(pos, at(10));
+
+    // A retried publish with the same key is stored once.
+    let a = h
+        .append(&ch, json!("once"), None, &opts(5, Some("k")))
+        .await
+        .unwrap();
+    let b = h
+        .append(&ch, json!("once"), None, &opts(5, Some("k")))
+        .await
+        .unwrap();
+    assert!(!a.duplicate && b.duplicate);
+    assert_eq!((a.publication.offset, b.publication.offset), (11, 11));
+    let (_, pos) = h.latest(&ch, 1, None).await.unwrap();
+    assert_eq!(pos.offset, 11);
+}
+
+#[tokio::test]
+async fn memory_history_behaves() {
+    behaves(&MemoryHistory::default()).await;
+}
+
+#[tokio::test]
+async fn sqlite_history_behaves() {
+    behaves(&SqliteHistory::open(&temp_db("behaves")).unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_history_survives_a_reopen() {
+    let path = temp_db("reopen");
+    let ch = ChannelName::parse("chat:lobby").unwrap();
+    let epoch = {
+        let h = SqliteHistory::open(&path).unwrap();
+        let mut epoch = String::new();
+        for i in 1..=3 {
+            epoch = h
+                .append(&ch, json!(i), None, &opts(10, Some(&format!("k{i}"))))
+                .await
+                .unwrap()
+                .epoch;
+        }
+        epoch
+    };
+    let h = SqliteHistory::open(&path).unwrap();
+    let (items, pos) = h.latest(&ch, 10, None).await.unwrap();
+    assert_eq!(
+        items.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        pos,
+        StreamPosition {
+            offset: 3,
+            epoch: epoch.clone()
+        }
+    );
+    // Same epoch: a client's position from before the restart still resumes.
+    let resumed = h
+        .since(&ch, &StreamPosition { offset: 1, epoch }, None)
+        .await
+        .unwrap();
+    assert!(matches!(resumed, Recovery::Recovered(p) if p.len() == 2));
+    // Idempotency keys survive too.
+    let again = h
+        .append(&ch, json!(3), None, &opts(10, Some("k3")))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    let next = h
+        .append(&ch, json!(4), None, &opts(10, None))
+        .await
+        .unwrap();
+    assert_eq!(next.publication.offset, 4);
+}
