@@ -491,3 +491,38 @@ impl OpenSid for HttpResponse {
         json["sid"].as_str().expect("sid").to_owned()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_abandoned_mid_body_closes_the_session() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, engine) = echo_server().await;
+    let (sid, _) = polling_handshake(addr, P).await;
+    let session = engine.session(sid.parse().expect("sid")).expect("session");
+    let baseline = Arc::strong_count(&session);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n4par",
+        poll_url(P, &sid)
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp.flush().await.expect("flush");
+    // Wait until the server is reading that body, then abandon it.
+    wait_until("the POST to be in progress", || {
+        Arc::strong_count(&session) > baseline
+    })
+    .await;
+    drop(session);
+    drop(tcp);
+    wait_until("the session to close", || session_gone(&engine, &sid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_packet_from_the_client_is_ignored() {
+    let (addr, engine) = echo_server().await;
+    let (sid, _) = polling_handshake(addr, P).await;
+    let r = post(addr, &poll_url(P, &sid), b"0{}\x1e4still").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let r = get(addr, &poll_url(P, &sid)).await;
+    assert_eq!(r.text(), "4still");
+    assert!(!session_gone(&engine, &sid));
+}

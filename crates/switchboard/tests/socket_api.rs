@@ -672,3 +672,130 @@ async fn namespace_handlers_serve_every_socket_and_socket_handlers_win() {
     b.send_text(r#"424["shared"]"#).await;
     b.expect_text(r#"434["from the namespace"]"#).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_room_with_another_sockets_id_does_not_hide_that_socket() {
+    let mut api = Api::quiet().await;
+    let (mut a, sa) = api.client().await;
+    let (mut b, sb) = api.client().await;
+    // A joins a room named after B's id (client-chosen names can do this).
+    sa.join([sb.id().to_string()]);
+    api.io
+        .to(sb.id().to_string())
+        .emit("both", &1)
+        .await
+        .expect("broadcast");
+    a.expect_text(r#"42["both",1]"#).await;
+    b.expect_text(r#"42["both",1]"#).await;
+    // As in the reference, that room and B's own room are one room: B's
+    // broadcast (which excepts it) reaches neither B nor A.
+    let (mut c, sc) = api.client().await;
+    sb.broadcast().emit("from-b", &2).await.expect("broadcast");
+    c.expect_text(r#"42["from-b",2]"#).await;
+    expect_nothing_before_marker(&mut b, &sb).await;
+    expect_nothing_before_marker(&mut a, &sa).await;
+    drop(sc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_joined_in_a_connect_middleware_are_kept() {
+    let io = SocketIo::builder().build();
+    let (tx, mut sockets) = mpsc::unbounded_channel();
+    io.ns("/")
+        .use_middleware(|socket: Socket| async move {
+            socket.join(["vip"]);
+            Ok(())
+        })
+        .on_connection(move |socket: Socket| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(socket);
+            }
+        });
+    let addr = start_io(&io).await;
+    let mut ws = sio_open(addr).await;
+    sio_join(&mut ws, "/", None).await;
+    let socket = recv("the socket", &mut sockets).await;
+    assert!(
+        socket.rooms().contains(&"vip".to_owned()),
+        "{:?}",
+        socket.rooms()
+    );
+    io.to("vip")
+        .emit("hello-vip", &())
+        .await
+        .expect("broadcast");
+    ws.expect_text(r#"42["hello-vip",null]"#).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_rooms_lists_the_rooms_of_the_selection() {
+    let mut api = Api::quiet().await;
+    let (_a, sa) = api.client().await;
+    let (_b, sb) = api.client().await;
+    sa.join(["red", "blue"]);
+    sb.join(["green"]);
+    let rooms = api.io.to("red").rooms().await.expect("rooms");
+    let mut expected = vec!["blue".to_owned(), "red".to_owned(), sa.id().to_string()];
+    expected.sort();
+    assert_eq!(rooms, expected);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_consumer_is_closed_outside_the_emitting_call() {
+    // On one thread, a task spawned by the emit cannot run before the emit
+    // returns: the disconnect handler must not have run inside it (it could
+    // take a lock the emitting code holds).
+    let io = SocketIo::builder()
+        .config(SocketIoConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".into(),
+                max_queued_frames: 4,
+                ..EngineConfig::default()
+            },
+            ..SocketIoConfig::default()
+        })
+        .build();
+    let (tx, mut sockets) = mpsc::unbounded_channel();
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = left.clone();
+    io.on_connection("/", move |socket: Socket| {
+        let tx = tx.clone();
+        let seen = seen.clone();
+        async move {
+            socket.on_disconnect(move |_, reason| {
+                let seen = seen.clone();
+                async move {
+                    assert_eq!(reason, DisconnectReason::SlowConsumer);
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let _ = tx.send(socket);
+        }
+    });
+    let addr = start_io(&io).await;
+    let mut ws = sio_open(addr).await;
+    sio_join(&mut ws, "/", None).await;
+    let socket = recv("the socket", &mut sockets).await;
+    // Fill the queue synchronously: the writer cannot run in between.
+    let mut overflowed = false;
+    for _ in 0..10 {
+        if let Err(e) = socket.emit("x", &()) {
+            assert!(matches!(
+                e,
+                switchboard::EmitError::SlowConsumer | switchboard::EmitError::Disconnected
+            ));
+            overflowed = true;
+            break;
+        }
+    }
+    assert!(overflowed, "the queue of 4 frames must overflow");
+    assert!(
+        !left.load(std::sync::atomic::Ordering::SeqCst),
+        "handler ran inside emit"
+    );
+    wait_until("the disconnect handler", || {
+        left.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+}

@@ -52,10 +52,16 @@ impl MemoryAdapter {
     fn room_members(&self, index: &Index, room: &str, out: &mut Vec<Socket>) {
         if let Some(members) = index.rooms.get(room) {
             out.extend(members.values().cloned());
-        } else if let Some(socket) = room
+        }
+        // A socket's own-id room, even when a named room has the same name.
+        if let Some(socket) = room
             .parse::<Sid>()
             .ok()
             .and_then(|sid| self.nsp.socket(sid))
+            && !index
+                .rooms
+                .get(room)
+                .is_some_and(|m| m.contains_key(&socket.id()))
         {
             out.push(socket);
         }
@@ -99,6 +105,11 @@ impl Adapter for MemoryAdapter {
             return;
         };
         let mut index = self.write();
+        // Checked under the index lock: a socket that is leaving clears
+        // `connected` before removing its rooms, so it cannot rejoin after.
+        if !socket.connected() {
+            return;
+        }
         for room in rooms {
             if room.as_str() == sid.as_str() {
                 continue;
@@ -243,9 +254,11 @@ impl Adapter for MemoryAdapter {
         Ok(())
     }
 
-    async fn rooms(&self, _opts: &BroadcastOptions) -> Result<Vec<Room>, AdapterError> {
-        let mut rooms: Vec<Room> = self.read().rooms.keys().cloned().collect();
-        rooms.extend(self.nsp.sockets().iter().map(|s| s.id().to_string()));
-        Ok(rooms)
+    async fn rooms(&self, opts: &BroadcastOptions) -> Result<Vec<Room>, AdapterError> {
+        let mut rooms = std::collections::BTreeSet::new();
+        for socket in self.recipients(opts) {
+            rooms.extend(self.socket_rooms(socket.id()));
+        }
+        Ok(rooms.into_iter().collect())
     }
 }

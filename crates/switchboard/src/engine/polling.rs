@@ -29,6 +29,21 @@ impl<H: EngineHandler> Drop for PollGuard<'_, H> {
     }
 }
 
+/// Closes the session when a POST is abandoned before its body arrived.
+struct PostGuard<'a, H: EngineHandler> {
+    session: &'a Arc<Session<H>>,
+    armed: bool,
+}
+
+impl<H: EngineHandler> Drop for PostGuard<'_, H> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.session.lock().posting = false;
+            self.session.close(CloseReason::TransportError);
+        }
+    }
+}
+
 /// Answers a polling GET: everything queued, as soon as there is anything.
 pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
     {
@@ -124,7 +139,14 @@ where
         s.posting = true;
     }
     let max = session.shared.config.max_payload;
+    // A POST its client abandons mid-body closes the session (as the
+    // reference does) instead of leaving it marked as posting.
+    let mut guard = PostGuard {
+        session: &session,
+        armed: true,
+    };
     let collected = Limited::new(body, max).collect().await;
+    guard.armed = false;
     session.lock().posting = false;
     let body = match collected {
         Ok(c) => c.to_bytes(),

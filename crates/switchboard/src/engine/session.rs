@@ -127,6 +127,8 @@ pub(crate) struct State {
     /// Server asked to close: deliver the queue, then `1`, then close.
     pub(crate) closing: bool,
     pub(crate) closed: Option<CloseReason>,
+    /// The queue overflowed: the session is being closed as a slow consumer.
+    pub(crate) doomed: bool,
     pub(crate) queue: VecDeque<Frame>,
     pub(crate) queued_bytes: usize,
     /// When the pong for the last ping is due, while it is awaited.
@@ -170,6 +172,7 @@ impl<H: EngineHandler> Session<H> {
                 posting: false,
                 closing: false,
                 closed: None,
+                doomed: false,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 pong_due: None,
@@ -220,7 +223,7 @@ impl<H: EngineHandler> Session<H> {
         let cfg = &self.shared.config;
         {
             let mut s = self.lock();
-            if s.closed.is_some() || s.closing {
+            if s.closed.is_some() || s.closing || s.doomed {
                 return Err(SendError::Closed);
             }
             if volatile && !s.queue.is_empty() {
@@ -235,9 +238,14 @@ impl<H: EngineHandler> Session<H> {
             } else if volatile {
                 return Ok(false);
             } else {
+                s.doomed = true;
                 drop(s);
                 tracing::debug!(sid = %self.id, "send queue full: closing slow consumer");
-                self.close(CloseReason::SlowConsumer);
+                // Closed from a task of its own: closing runs disconnect
+                // handlers, which must not run inside the caller's emit (it
+                // may hold a lock those handlers take).
+                let session = Arc::clone(self);
+                tokio::spawn(async move { session.close(CloseReason::SlowConsumer) });
                 return Err(SendError::SlowConsumer);
             }
         }

@@ -77,6 +77,15 @@ async fn finish(ws: &mut Ws, code: Option<CloseCode>, close: bool) {
     .ok();
 }
 
+/// Clears the session's `upgrading` flag when the probe phase ends.
+struct UpgradeFlag<'a, H: EngineHandler>(&'a Arc<Session<H>>);
+
+impl<H: EngineHandler> Drop for UpgradeFlag<'_, H> {
+    fn drop(&mut self) {
+        self.0.lock().upgrading = false;
+    }
+}
+
 /// Runs the probe phase of an upgrade. Returns `true` once the client sent
 /// `5` and the session now uses this WebSocket.
 async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bool {
@@ -87,6 +96,8 @@ async fn upgrade<H: EngineHandler>(session: &Arc<Session<H>>, ws: &mut Ws) -> bo
         }
         s.upgrading = true;
     }
+    // However the probe ends (even dropped by a timeout), it stops upgrading.
+    let _flag = UpgradeFlag(session);
     let deadline = tokio::time::sleep(session.shared.config.upgrade_timeout);
     tokio::pin!(deadline);
     let done = loop {
@@ -159,9 +170,21 @@ pub(crate) fn run<H: EngineHandler>(
     async move {
         // Boxed: the probe phase is short, and its state must not weigh on the
         // task for the whole life of the connection.
-        if is_upgrade && !Box::pin(upgrade(&session, &mut ws)).await {
-            shut(&mut ws, None).await;
-            return;
+        if is_upgrade {
+            // The whole probe is bounded by the upgrade timeout and ends if
+            // the session closes, even while a write to the client waits.
+            let probe = tokio::time::timeout(
+                session.shared.config.upgrade_timeout,
+                Box::pin(upgrade(&session, &mut ws)),
+            );
+            let upgraded = tokio::select! {
+                r = probe => r.unwrap_or(false),
+                () = session.wait_closed() => false,
+            };
+            if !upgraded {
+                finish(&mut ws, None, true).await;
+                return;
+            }
         }
         let heartbeat = tokio::time::sleep_until(if is_upgrade {
             // Far away: the polling heartbeat task keeps running this session.

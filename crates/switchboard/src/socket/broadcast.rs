@@ -128,6 +128,9 @@ impl BroadcastOperator {
             .map_err(|e| fail(BroadcastError::Emit(e.into())))?;
         let timeout = self.timeout.unwrap_or(DEFAULT_BROADCAST_ACK_TIMEOUT);
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // However this ends (answers, timeout, or the caller dropping this
+        // future), no recipient keeps a slot for this id.
+        let _slots = ForgetBroadcastAck { ns: &self.ns, id };
         let expected = self
             .ns
             .adapter()
@@ -148,9 +151,6 @@ impl BroadcastOperator {
             }
         }
         if responses.len() < expected {
-            for socket in self.ns.all() {
-                socket.forget_ack(id);
-            }
             return Err(BroadcastAckError {
                 responses,
                 error: BroadcastError::Timeout,
@@ -204,6 +204,19 @@ impl BroadcastOperator {
     /// Every room with at least one selected socket.
     pub async fn rooms(&self) -> Result<Vec<Room>, BroadcastError> {
         Ok(self.ns.adapter().rooms(&self.opts).await?)
+    }
+}
+
+struct ForgetBroadcastAck<'a> {
+    ns: &'a Arc<NsInner>,
+    id: u64,
+}
+
+impl Drop for ForgetBroadcastAck<'_> {
+    fn drop(&mut self) {
+        for socket in self.ns.all() {
+            socket.forget_ack(self.id);
+        }
     }
 }
 

@@ -19,6 +19,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Longest namespace name accepted, in bytes.
+pub(crate) const MAX_NAMESPACE_LEN: usize = 256;
+
 struct Partial {
     packet: Packet,
     attachments: Vec<Bytes>,
@@ -153,7 +156,14 @@ impl Handler {
     }
 
     fn connect(&self, session: &Arc<Session<Self>>, packet: Packet) {
-        let Some(ns) = self.resolve(&packet.nsp) else {
+        // Long names are refused before any dynamic namespace is matched
+        // (or created) for them.
+        let ns = if packet.nsp.len() <= MAX_NAMESPACE_LEN {
+            self.resolve(&packet.nsp)
+        } else {
+            None
+        };
+        let Some(ns) = ns else {
             let reply = socketio::encode_connect_error(&packet.nsp, "Invalid namespace", None);
             let _ = session.send(Frame::Text(reply));
             return;
@@ -180,16 +190,25 @@ impl Handler {
                     let reply =
                         socketio::encode_connect_error(&ns.name, &err.message, err.data.as_ref());
                     let _ = session.send(Frame::Text(reply));
+                    socket.discard();
                     return;
                 }
             }
-            if session.is_closed() || session.data.find(&ns.name).is_some() {
-                return;
+            {
+                // Check and register under one lock: two CONNECTs for the
+                // same namespace cannot both get in.
+                let mut sockets = lock(&session.data.sockets);
+                if session.is_closed() || sockets.iter().any(|s| s.ns() == ns.name) {
+                    drop(sockets);
+                    socket.discard();
+                    return;
+                }
+                sockets.push(socket.clone());
             }
-            lock(&session.data.sockets).push(socket.clone());
             ns.insert(socket.clone());
             // Its own-id room is implicit in the adapter: nothing to join.
             socket.set_connected();
+            socket.join_pending();
             let reply = socketio::encode_connect(&ns.name, socket.id().as_str(), None);
             if session.send(Frame::Text(reply)).is_err() {
                 socket.close(DisconnectReason::TransportError);

@@ -49,6 +49,8 @@ pub(crate) struct SocketInner {
     connected: AtomicBool,
     closed: AtomicBool,
     data: Mutex<serde_json::Value>,
+    /// Rooms joined before the socket was connected (in a middleware).
+    pending_rooms: Mutex<Vec<Room>>,
 }
 
 /// A client connected to a namespace. Cheap to clone; every clone is the
@@ -172,6 +174,7 @@ impl Socket {
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data: Mutex::new(serde_json::Value::Null),
+            pending_rooms: Mutex::new(Vec::new()),
         }))
     }
 
@@ -232,6 +235,9 @@ impl Socket {
         let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
         let event: Box<str> = event.into().into_boxed_str();
         let mut handlers = lock(&self.0.handlers);
+        if self.0.closed.load(Ordering::Acquire) {
+            return;
+        }
         match handlers.events.iter_mut().find(|(name, _)| *name == event) {
             Some(slot) => slot.1 = handler,
             None => handlers.events.push((event, handler)),
@@ -245,21 +251,28 @@ impl Socket {
         F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        lock(&self.0.handlers)
-            .any
-            .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
+        let mut handlers = lock(&self.0.handlers);
+        if !self.0.closed.load(Ordering::Acquire) {
+            handlers
+                .any
+                .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
+        }
     }
 
     /// Registers a handler called when the socket is about to leave; its
-    /// rooms are still visible.
+    /// rooms are still visible until the handler first waits (it is polled
+    /// once before the socket leaves its rooms).
     pub fn on_disconnecting<F, Fut>(&self, handler: F)
     where
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        lock(&self.0.handlers)
-            .disconnecting
-            .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+        let mut handlers = lock(&self.0.handlers);
+        if !self.0.closed.load(Ordering::Acquire) {
+            handlers
+                .disconnecting
+                .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+        }
     }
 
     /// Registers a handler called once the socket has left.
@@ -268,9 +281,12 @@ impl Socket {
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        lock(&self.0.handlers)
-            .disconnect
-            .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+        let mut handlers = lock(&self.0.handlers);
+        if !self.0.closed.load(Ordering::Acquire) {
+            handlers
+                .disconnect
+                .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+        }
     }
 
     /// Adds a per-packet middleware: it sees each incoming event before its
@@ -280,9 +296,10 @@ impl Socket {
     where
         F: Fn(&Socket, &Event) -> Result<(), String> + Send + Sync + 'static,
     {
-        lock(&self.0.handlers)
-            .packet_middlewares
-            .push(Arc::new(middleware));
+        let mut handlers = lock(&self.0.handlers);
+        if !self.0.closed.load(Ordering::Acquire) {
+            handlers.packet_middlewares.push(Arc::new(middleware));
+        }
     }
 
     /// Emits an event with one argument.
@@ -343,17 +360,14 @@ impl Socket {
             .map_err(EmitError::from)?;
         let (tx, rx) = oneshot::channel();
         lock(&self.0.acks).insert(id, AckSlot::Single(tx));
-        if let Err(e) = self.send_encoded(&packet, false) {
-            self.forget_ack(id);
-            return Err(e.into());
-        }
+        // However this future ends (answer, timeout, or dropped by the
+        // caller), the slot goes.
+        let _slot = ForgetAck { socket: self, id };
+        self.send_encoded(&packet, false)?;
         let answer = match timeout {
             Some(t) => match tokio::time::timeout(t, rx).await {
                 Ok(r) => r,
-                Err(_) => {
-                    self.forget_ack(id);
-                    return Err(AckError::Timeout);
-                }
+                Err(_) => return Err(AckError::Timeout),
             },
             None => rx.await,
         };
@@ -361,9 +375,31 @@ impl Socket {
     }
 
     /// Joins rooms.
+    ///
+    /// In a connect middleware (before the socket is connected) the rooms
+    /// are remembered and joined once it connects.
     pub fn join<R: Into<Room>>(&self, rooms: impl IntoIterator<Item = R>) {
         let rooms: Vec<Room> = rooms.into_iter().map(Into::into).collect();
+        if !self.connected() {
+            if !self.0.closed.load(Ordering::Acquire) {
+                lock(&self.0.pending_rooms).extend(rooms);
+            }
+            return;
+        }
         self.0.ns.adapter().add_all(self.0.id, &rooms);
+    }
+
+    /// Joins the rooms remembered before the socket was connected.
+    pub(crate) fn join_pending(&self) {
+        let rooms = std::mem::take(&mut *lock(&self.0.pending_rooms));
+        if !rooms.is_empty() {
+            self.0.ns.adapter().add_all(self.0.id, &rooms);
+        }
+    }
+
+    /// Drops a socket that never connected (refused, or a duplicate).
+    pub(crate) fn discard(&self) {
+        self.close(DisconnectReason::ForcedServerClose);
     }
 
     /// Leaves a room.
@@ -551,11 +587,15 @@ impl Socket {
                 run(handler(self.clone(), reason));
             }
         }
-        self.0.ns.adapter().del_all(self.0.id);
-        self.0.ns.remove(self.0.id);
-        self.0.session.data.remove(self.0.id);
+        // Disconnected first: a concurrent join (which the adapter checks
+        // against `connected` under its index lock) cannot slip in after
+        // the rooms are removed.
         self.0.connected.store(false, Ordering::Release);
+        self.0.ns.remove(self.0.id);
+        self.0.ns.adapter().del_all(self.0.id);
+        self.0.session.data.remove(self.0.id);
         lock(&self.0.acks).clear();
+        lock(&self.0.pending_rooms).clear();
         if was_connected {
             for handler in &disconnect {
                 run(handler(self.clone(), reason));
@@ -563,6 +603,18 @@ impl Socket {
         }
         // Handlers hold clones of this socket: drop them to break cycles.
         *lock(&self.0.handlers) = Handlers::default();
+    }
+}
+
+/// Removes an ack slot when the request waiting on it ends.
+struct ForgetAck<'a> {
+    socket: &'a Socket,
+    id: u64,
+}
+
+impl Drop for ForgetAck<'_> {
+    fn drop(&mut self) {
+        self.socket.forget_ack(self.id);
     }
 }
 
