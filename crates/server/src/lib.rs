@@ -10,10 +10,13 @@
 //!   policies.
 //! - [`history`]: per-channel history with monotonic offsets and an epoch,
 //!   so a client can resume without gaps or duplicates.
+//! - [`hub`]: this node's subscribers of each channel, of any protocol,
+//!   each publication encoded once per protocol.
 //! - [`presence`]: users (not connections) present in a channel.
 
 pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod history;
+pub mod hub;
 pub mod presence;

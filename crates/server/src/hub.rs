@@ -1,0 +1,220 @@
+//! The hub: this node's subscribers of each channel, whatever protocol they
+//! speak. A publication is handed to every subscriber once as a shared
+//! [`Delivery`]; each protocol encodes it once (the first subscriber of that
+//! protocol pays, the others share the bytes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::channel::ChannelName;
+use crate::history::Publication;
+
+/// A publication on its way to subscribers.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The channel.
+    pub channel: ChannelName,
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The publication.
+    pub publication: Publication,
+    /// Encodings, one slot per wire protocol, filled on first use.
+    encodings: [OnceLock<Encoded>; 3],
+}
+
+/// The wire protocols a delivery can be encoded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Socket.IO event frames.
+    SocketIo = 0,
+    /// The plain WebSocket JSON protocol.
+    Json = 1,
+    /// Server-Sent Events.
+    Sse = 2,
+}
+
+/// Encoded bytes shared by every subscriber of one protocol.
+pub type Encoded = Arc<[u8]>;
+
+impl Delivery {
+    /// A delivery of `publication` in `channel`.
+    pub fn new(channel: ChannelName, epoch: String, publication: Publication) -> Arc<Self> {
+        Arc::new(Delivery {
+            channel,
+            epoch,
+            publication,
+            encodings: Default::default(),
+        })
+    }
+
+    /// The encoding for `wire`, made by `encode` the first time only.
+    pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Delivery) -> Vec<u8>) -> Encoded {
+        self.encodings[wire as usize]
+            .get_or_init(|| encode(self).into())
+            .clone()
+    }
+}
+
+/// One connection subscribed to channels (a Socket.IO socket, a plain
+/// WebSocket, an SSE stream).
+pub trait Subscriber: Send + Sync + 'static {
+    /// Unique id of the connection.
+    fn id(&self) -> &str;
+    /// Queues a delivery for the client; `false` if the client is gone or
+    /// could not take it (its own slow-consumer policy applies).
+    fn deliver(&self, delivery: &Arc<Delivery>) -> bool;
+}
+
+/// This node's subscribers by channel.
+#[derive(Default)]
+pub struct Hub {
+    channels: RwLock<HashMap<ChannelName, HashMap<String, Arc<dyn Subscriber>>>>,
+}
+
+impl Hub {
+    /// Subscribes a connection; `false` if it already was.
+    pub fn subscribe(&self, channel: &ChannelName, subscriber: Arc<dyn Subscriber>) -> bool {
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let subs = channels.entry(channel.clone()).or_default();
+        subs.insert(subscriber.id().to_owned(), subscriber)
+            .is_none()
+    }
+
+    /// Unsubscribes a connection; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, channel: &ChannelName, conn: &str) -> bool {
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(subs) = channels.get_mut(channel) else {
+            return false;
+        };
+        let removed = subs.remove(conn).is_some();
+        if subs.is_empty() {
+            channels.remove(channel);
+        }
+        removed
+    }
+
+    /// Whether a connection is subscribed to a channel.
+    pub fn is_subscribed(&self, channel: &ChannelName, conn: &str) -> bool {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .is_some_and(|s| s.contains_key(conn))
+    }
+
+    /// Hands a delivery to every subscriber of its channel. The lock is
+    /// released before anything is delivered. Returns how many took it.
+    pub fn publish(&self, delivery: &Arc<Delivery>) -> usize {
+        let subs: Vec<Arc<dyn Subscriber>> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&delivery.channel)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        subs.iter().filter(|s| s.deliver(delivery)).count()
+    }
+
+    /// Number of subscribers of a channel on this node.
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .map_or(0, HashMap::len)
+    }
+
+    /// Every channel with subscribers on this node, with their count.
+    pub fn channels(&self) -> Vec<(ChannelName, usize)> {
+        let mut all: Vec<_> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, s)| (c.clone(), s.len()))
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Probe {
+        id: String,
+        wire: Wire,
+        got: Mutex<Vec<Encoded>>,
+    }
+
+    impl Subscriber for Probe {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn deliver(&self, d: &Arc<Delivery>) -> bool {
+            let bytes = d.encoded(self.wire, |d| {
+                ENCODES.fetch_add(1, Ordering::SeqCst);
+                format!(
+                    "{}:{}:{}",
+                    d.channel, d.publication.offset, d.publication.data
+                )
+                .into_bytes()
+            });
+            self.got.lock().unwrap().push(bytes);
+            true
+        }
+    }
+
+    static ENCODES: AtomicUsize = AtomicUsize::new(0);
+
+    fn probe(id: &str, wire: Wire) -> Arc<Probe> {
+        Arc::new(Probe {
+            id: id.into(),
+            wire,
+            got: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn one_encoding_per_protocol_shared_by_all_subscribers() {
+        let hub = Hub::default();
+        let ch = ChannelName::parse("chat:lobby").unwrap();
+        let a = probe("a", Wire::SocketIo);
+        let b = probe("b", Wire::SocketIo);
+        let c = probe("c", Wire::Sse);
+        for p in [&a, &b, &c] {
+            assert!(hub.subscribe(&ch, p.clone()));
+        }
+        assert!(!hub.subscribe(&ch, a.clone()), "already subscribed");
+        let before = ENCODES.load(Ordering::SeqCst);
+        let d = Delivery::new(
+            ch.clone(),
+            "e1".into(),
+            Publication {
+                offset: 1,
+                data: serde_json::json!("hi"),
+                from: None,
+                time_ms: 0,
+            },
+        );
+        assert_eq!(hub.publish(&d), 3);
+        assert_eq!(
+            ENCODES.load(Ordering::SeqCst) - before,
+            2,
+            "one per protocol"
+        );
+        let (ga, gb) = (a.got.lock().unwrap(), b.got.lock().unwrap());
+        assert!(Arc::ptr_eq(&ga[0], &gb[0]), "the same bytes, not a copy");
+        drop((ga, gb));
+        assert!(hub.unsubscribe(&ch, "a"));
+        assert!(!hub.unsubscribe(&ch, "a"));
+        assert_eq!(hub.subscriber_count(&ch), 2);
+        assert_eq!(hub.channels(), vec![(ch.clone(), 2)]);
+        hub.unsubscribe(&ch, "b");
+        hub.unsubscribe(&ch, "c");
+        assert!(hub.channels().is_empty());
+    }
+}
