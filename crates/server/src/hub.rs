@@ -65,10 +65,13 @@ pub trait Subscriber: Send + Sync + 'static {
     fn deliver(&self, delivery: &Arc<Delivery>) -> bool;
 }
 
+/// The subscribers of one channel, by connection id.
+type Subscribers = HashMap<String, Arc<dyn Subscriber>>;
+
 /// This node's subscribers by channel.
 #[derive(Default)]
 pub struct Hub {
-    channels: RwLock<HashMap<ChannelName, HashMap<String, Arc<dyn Subscriber>>>>,
+    channels: RwLock<HashMap<ChannelName, Subscribers>>,
 }
 
 impl Hub {
