@@ -141,6 +141,68 @@ impl Hub {
     }
 }
 
+/// Orders one subscription's deliveries while it resumes: live deliveries
+/// that arrive while the missed ones are being read are held, then sent
+/// after them, and nothing is sent twice.
+pub struct Cursor {
+    state: std::sync::Mutex<CursorState>,
+}
+
+enum CursorState {
+    Recovering(Vec<Arc<Delivery>>),
+    Live(u64),
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Cursor {
+            state: std::sync::Mutex::new(CursorState::Recovering(Vec::new())),
+        }
+    }
+}
+
+impl Cursor {
+    /// A live delivery: returned when it is to be sent now; held (during
+    /// recovery) or dropped (already sent) otherwise.
+    pub fn on_live(&self, delivery: &Arc<Delivery>) -> Option<Arc<Delivery>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            CursorState::Recovering(held) => {
+                held.push(Arc::clone(delivery));
+                None
+            }
+            CursorState::Live(last) if delivery.publication.offset > *last => {
+                *last = delivery.publication.offset;
+                Some(Arc::clone(delivery))
+            }
+            CursorState::Live(_) => None,
+        }
+    }
+
+    /// Ends recovery once everything up to `last_sent` was sent: returns the
+    /// held deliveries still to send, in order, and goes live.
+    pub fn finish(&self, last_sent: u64) -> Vec<Arc<Delivery>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let held = match std::mem::replace(&mut *state, CursorState::Live(last_sent)) {
+            CursorState::Recovering(held) => held,
+            CursorState::Live(last) => {
+                *state = CursorState::Live(last.max(last_sent));
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<_> = held
+            .into_iter()
+            .filter(|d| d.publication.offset > last_sent)
+            .collect();
+        out.sort_by_key(|d| d.publication.offset);
+        out.dedup_by_key(|d| d.publication.offset);
+        if let Some(last) = out.last() {
+            *state = CursorState::Live(last.publication.offset);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +241,35 @@ mod tests {
             wire,
             got: Mutex::new(Vec::new()),
         })
+    }
+
+    fn delivery(offset: u64) -> Arc<Delivery> {
+        Delivery::new(
+            ChannelName::parse("chat:lobby").unwrap(),
+            "e".into(),
+            Publication {
+                offset,
+                data: serde_json::json!(offset),
+                from: None,
+                time_ms: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn a_cursor_holds_live_deliveries_during_recovery_and_never_repeats() {
+        let c = Cursor::default();
+        // Recovery will send offsets up to 5; 4, 5, 6, 7 arrive live meanwhile.
+        for o in [4, 5, 6, 7] {
+            assert!(c.on_live(&delivery(o)).is_none());
+        }
+        let held: Vec<u64> = c.finish(5).iter().map(|d| d.publication.offset).collect();
+        assert_eq!(held, vec![6, 7]);
+        assert!(c.on_live(&delivery(7)).is_none(), "already sent");
+        assert_eq!(
+            c.on_live(&delivery(8)).map(|d| d.publication.offset),
+            Some(8)
+        );
     }
 
     #[test]

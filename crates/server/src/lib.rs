@@ -12,6 +12,8 @@
 //!   so a client can resume without gaps or duplicates.
 //! - [`hub`]: this node's subscribers of each channel, of any protocol,
 //!   each publication encoded once per protocol.
+//! - [`node`]: publish, subscribe with resume, unsubscribe, presence and
+//!   history, as every gateway uses them.
 //! - [`presence`]: users (not connections) present in a channel.
 
 pub mod auth;
@@ -19,4 +21,5 @@ pub mod channel;
 pub mod config;
 pub mod history;
 pub mod hub;
+pub mod node;
 pub mod presence;

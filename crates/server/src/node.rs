@@ -1,0 +1,297 @@
+//! The node: channels' policies, history and presence, and the hub, behind
+//! the operations every gateway shares (publish, subscribe with resume,
+//! unsubscribe), with errors that carry stable codes.
+
+use std::sync::Arc;
+
+use crate::auth::Identity;
+use crate::channel::{ChannelName, HistoryStorage, Policy};
+use crate::config::Config;
+use crate::history::{
+    AppendOptions, History, HistoryError, MemoryHistory, Publication, Recovery, SqliteHistory,
+    StreamPosition,
+};
+use crate::hub::{Delivery, Hub, Subscriber};
+use crate::presence::{MemoryPresence, Presence, PresenceChange};
+
+/// Why an operation was refused. Each has a stable code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The channel's namespace is not configured.
+    #[error("unknown channel namespace")]
+    UnknownNamespace,
+    /// The policy (or the token's allowed channels) forbids it.
+    #[error("not allowed by the channel's policy")]
+    Forbidden,
+    /// The publication is larger than the channel allows.
+    #[error("message larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The history storage failed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+impl NodeError {
+    /// The stable code sent to clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::UnknownNamespace => "unknown_namespace",
+            NodeError::Forbidden => "forbidden",
+            NodeError::TooLarge { .. } => "message_too_large",
+            NodeError::History(_) => "internal",
+        }
+    }
+}
+
+/// Who publishes.
+#[derive(Debug, Clone, Copy)]
+pub enum Publisher<'a> {
+    /// A backend through the HTTP API: always allowed.
+    Api,
+    /// A client connection.
+    Client {
+        /// Its identity, if authenticated.
+        identity: Option<&'a Identity>,
+        /// Its connection id (to check it is subscribed).
+        conn: &'a str,
+    },
+}
+
+/// What a subscription with resume gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribed {
+    /// Where the channel's stream is now.
+    pub position: StreamPosition,
+    /// Whether the missed publications could all be recovered (true when
+    /// no resume was asked).
+    pub recovered: bool,
+    /// The publications missed since the given position, in order.
+    pub missed: Vec<Publication>,
+    /// Whether this made the user appear in the channel's presence.
+    pub joined: bool,
+}
+
+/// The server's shared state.
+pub struct Node {
+    config: Arc<Config>,
+    memory: MemoryHistory,
+    persisted: Option<SqliteHistory>,
+    presence: MemoryPresence,
+    hub: Hub,
+    /// Publishes are serialized per node so that offsets reach the hub in
+    /// order (a subscriber never sees offset n + 1 before n).
+    publish_order: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// A node for this configuration; the embedded database is opened under
+    /// `server.data_dir` when a namespace persists its history.
+    pub fn new(config: Arc<Config>) -> Result<Self, HistoryError> {
+        let persisted = if config
+            .channels
+            .values()
+            .any(|p| p.history_storage == HistoryStorage::Persisted)
+        {
+            Some(SqliteHistory::open(
+                &config.server.data_dir.join("history.db"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Node {
+            config,
+            memory: MemoryHistory::default(),
+            persisted,
+            presence: MemoryPresence::default(),
+            hub: Hub::default(),
+            publish_order: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The hub of local subscribers.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The policy of a channel.
+    pub fn policy(&self, channel: &ChannelName) -> Result<&Policy, NodeError> {
+        self.config
+            .channels
+            .get(channel.namespace())
+            .ok_or(NodeError::UnknownNamespace)
+    }
+
+    fn history(&self, policy: &Policy) -> &dyn History {
+        match (policy.history_storage, &self.persisted) {
+            (HistoryStorage::Persisted, Some(db)) => db,
+            _ => &self.memory,
+        }
+    }
+
+    /// Whether a token's allowed-channels claim lets it use `channel`
+    /// (`chat:*` allows a whole namespace).
+    fn token_allows(identity: Option<&Identity>, channel: &ChannelName) -> bool {
+        let Some(list) = identity.and_then(|i| i.channels.as_ref()) else {
+            return true;
+        };
+        list.iter().any(|allowed| {
+            allowed == channel.as_str()
+                || allowed
+                    .strip_suffix(":*")
+                    .is_some_and(|ns| ns == channel.namespace())
+        })
+    }
+
+    /// Publishes: checks the policy and size, stores the publication with
+    /// its new offset, and hands it to this node's subscribers.
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        data: serde_json::Value,
+        publisher: Publisher<'_>,
+        idempotency_key: Option<String>,
+    ) -> Result<(Publication, String), NodeError> {
+        let policy = self.policy(channel)?;
+        let from = match publisher {
+            Publisher::Api => None,
+            Publisher::Client { identity, conn } => {
+                let user = identity.map(|i| i.user.as_str());
+                if !Self::token_allows(identity, channel)
+                    || !policy.may_publish(user, self.hub.is_subscribed(channel, conn))
+                {
+                    return Err(NodeError::Forbidden);
+                }
+                user.map(str::to_owned)
+            }
+        };
+        let size = data.to_string().len();
+        if size > policy.max_message_size {
+            return Err(NodeError::TooLarge {
+                max: policy.max_message_size,
+            });
+        }
+        let opts = AppendOptions {
+            size: policy.history_size,
+            ttl: policy.history_ttl(),
+            idempotency_key,
+        };
+        let _order = self.publish_order.lock().await;
+        let appended = self
+            .history(policy)
+            .append(channel, data, from, &opts)
+            .await?;
+        if !appended.duplicate {
+            let delivery = Delivery::new(
+                channel.clone(),
+                appended.epoch.clone(),
+                appended.publication.clone(),
+            );
+            self.hub.publish(&delivery);
+        }
+        Ok((appended.publication, appended.epoch))
+    }
+
+    /// Subscribes a connection, checking the policy; with `since`, also
+    /// returns what it missed. The subscriber is registered before history
+    /// is read, so nothing published meanwhile is lost: the gateway must
+    /// hold live deliveries until it has sent `missed`, and skip offsets it
+    /// already sent (see [`crate::hub::Cursor`]).
+    pub async fn subscribe(
+        &self,
+        channel: &ChannelName,
+        identity: Option<&Identity>,
+        subscriber: Arc<dyn Subscriber>,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, NodeError> {
+        let policy = self.policy(channel)?;
+        let user = identity.map(|i| i.user.as_str());
+        if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
+            return Err(NodeError::Forbidden);
+        }
+        let conn = subscriber.id().to_owned();
+        self.hub.subscribe(channel, subscriber);
+        let joined = match (policy.presence, identity) {
+            (true, Some(id)) => {
+                self.presence
+                    .add(channel, &id.user, id.name.as_deref(), &conn)
+                    == PresenceChange::Joined
+            }
+            _ => false,
+        };
+        let history = self.history(policy);
+        let ttl = policy.history_ttl();
+        let (recovered, missed, position) = match since {
+            None => {
+                let (_, position) = history.latest(channel, 0, ttl).await?;
+                (true, Vec::new(), position)
+            }
+            Some(pos) => match history.since(channel, pos, ttl).await? {
+                Recovery::Recovered(missed) => {
+                    let position = StreamPosition {
+                        offset: missed.last().map_or(pos.offset, |p| p.offset),
+                        epoch: pos.epoch.clone(),
+                    };
+                    (true, missed, position)
+                }
+                Recovery::NotRecovered { current } => (false, Vec::new(), current),
+            },
+        };
+        Ok(Subscribed {
+            position,
+            recovered,
+            missed,
+            joined,
+        })
+    }
+
+    /// Unsubscribes a connection. Returns whether its user left the
+    /// channel's presence (its last connection there).
+    pub fn unsubscribe(
+        &self,
+        channel: &ChannelName,
+        identity: Option<&Identity>,
+        conn: &str,
+    ) -> bool {
+        self.hub.unsubscribe(channel, conn);
+        match (self.policy(channel).map(|p| p.presence), identity) {
+            (Ok(true), Some(id)) => {
+                self.presence.remove(channel, &id.user, conn) == PresenceChange::Left
+            }
+            _ => false,
+        }
+    }
+
+    /// The users present in a channel.
+    pub fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Vec<crate::presence::PresenceEntry>, NodeError> {
+        let policy = self.policy(channel)?;
+        if !policy.presence {
+            return Err(NodeError::Forbidden);
+        }
+        Ok(self.presence.get(channel))
+    }
+
+    /// The last `limit` publications of a channel and its position.
+    pub async fn history_of(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<(Vec<Publication>, StreamPosition), NodeError> {
+        let policy = self.policy(channel)?;
+        Ok(self
+            .history(policy)
+            .latest(channel, limit, policy.history_ttl())
+            .await?)
+    }
+}

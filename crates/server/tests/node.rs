@@ -1,0 +1,279 @@
+//! The operations every gateway shares: publish, subscribe with resume,
+//! presence, policies; with subscribers that record what they receive.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use switchboard_server::auth::Identity;
+use switchboard_server::channel::ChannelName;
+use switchboard_server::config::Config;
+use switchboard_server::history::StreamPosition;
+use switchboard_server::hub::{Delivery, Subscriber};
+use switchboard_server::node::{Node, NodeError, Publisher};
+
+struct Recorder {
+    id: String,
+    got: Mutex<Vec<(String, u64, serde_json::Value)>>,
+}
+
+impl Subscriber for Recorder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn deliver(&self, d: &Arc<Delivery>) -> bool {
+        self.got.lock().unwrap().push((
+            d.channel.to_string(),
+            d.publication.offset,
+            d.publication.data.clone(),
+        ));
+        true
+    }
+}
+
+fn recorder(id: &str) -> Arc<Recorder> {
+    Arc::new(Recorder {
+        id: id.into(),
+        got: Mutex::new(Vec::new()),
+    })
+}
+
+fn user(id: &str) -> Identity {
+    Identity {
+        user: id.into(),
+        name: Some(format!("User {id}")),
+        channels: None,
+    }
+}
+
+fn node() -> Node {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-node-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let mut config = Config::default();
+    config.server.data_dir = dir;
+    Node::new(Arc::new(config)).unwrap()
+}
+
+fn ch(name: &str) -> ChannelName {
+    ChannelName::parse(name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_publishes_and_every_subscriber_receives_in_order() {
+    let node = node();
+    let (ada, bob) = (user("ada"), user("bob"));
+    let (a, b) = (recorder("c-a"), recorder("c-b"));
+    let lobby = ch("chat:lobby");
+    node.subscribe(&lobby, Some(&ada), a.clone(), None)
+        .await
+        .unwrap();
+    node.subscribe(&lobby, Some(&bob), b.clone(), None)
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        let (p, _) = node
+            .publish(
+                &lobby,
+                json!({ "n": i }),
+                Publisher::Client {
+                    identity: Some(&ada),
+                    conn: "c-a",
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(p.offset, i);
+        assert_eq!(p.from.as_deref(), Some("ada"));
+    }
+    let got: Vec<u64> = b.got.lock().unwrap().iter().map(|g| g.1).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(
+        a.got.lock().unwrap().len(),
+        3,
+        "the publisher gets its own too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_refuse_with_stable_codes() {
+    let node = node();
+    let ada = user("ada");
+    // Not subscribed: chat publishes are for subscribers.
+    let e = node
+        .publish(
+            &ch("chat:lobby"),
+            json!(1),
+            Publisher::Client {
+                identity: Some(&ada),
+                conn: "x",
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "forbidden");
+    // Notifications: only the HTTP API publishes.
+    let e = node
+        .publish(
+            &ch("notifications:all"),
+            json!(1),
+            Publisher::Client {
+                identity: Some(&ada),
+                conn: "x",
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::Forbidden));
+    node.publish(&ch("notifications:all"), json!(1), Publisher::Api, None)
+        .await
+        .unwrap();
+    // Private channels: only the owner subscribes.
+    let e = node
+        .subscribe(&ch("user:bob"), Some(&ada), recorder("x"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::Forbidden));
+    node.subscribe(&ch("user:ada"), Some(&ada), recorder("y"), None)
+        .await
+        .unwrap();
+    // Anonymous clients cannot subscribe to authenticated channels.
+    assert!(
+        node.subscribe(&ch("chat:lobby"), None, recorder("z"), None)
+            .await
+            .is_err()
+    );
+    // Unknown namespaces and oversized messages.
+    let e = node
+        .publish(&ch("nope:x"), json!(1), Publisher::Api, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "unknown_namespace");
+    let big = json!("x".repeat(20_000));
+    let e = node
+        .publish(&ch("chat:lobby"), big, Publisher::Api, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "message_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limited_to_some_channels_gets_only_those() {
+    let node = node();
+    let limited = Identity {
+        channels: Some(vec!["chat:lobby".into(), "notifications:*".into()]),
+        ..user("ada")
+    };
+    assert!(
+        node.subscribe(&ch("chat:lobby"), Some(&limited), recorder("a"), None)
+            .await
+            .is_ok()
+    );
+    assert!(
+        node.subscribe(&ch("notifications:x"), Some(&limited), recorder("b"), None)
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        node.subscribe(&ch("chat:other"), Some(&limited), recorder("c"), None)
+            .await,
+        Err(NodeError::Forbidden)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_returns_exactly_what_was_missed() {
+    let node = node();
+    let ada = user("ada");
+    let lobby = ch("chat:lobby");
+    let first = node
+        .subscribe(&lobby, Some(&ada), recorder("c1"), None)
+        .await
+        .unwrap();
+    assert_eq!(first.position.offset, 0);
+    for i in 1..=5 {
+        node.publish(&lobby, json!(i), Publisher::Api, None)
+            .await
+            .unwrap();
+    }
+    let seen = StreamPosition {
+        offset: 2,
+        epoch: first.position.epoch.clone(),
+    };
+    let again = node
+        .subscribe(&lobby, Some(&ada), recorder("c2"), Some(&seen))
+        .await
+        .unwrap();
+    assert!(again.recovered);
+    assert_eq!(
+        again.missed.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(again.position.offset, 5);
+    let foreign = StreamPosition {
+        offset: 2,
+        epoch: "gone".into(),
+    };
+    let lost = node
+        .subscribe(&lobby, Some(&ada), recorder("c3"), Some(&foreign))
+        .await
+        .unwrap();
+    assert!(!lost.recovered);
+    assert!(lost.missed.is_empty());
+    assert_eq!(lost.position.offset, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
+    let node = node();
+    let ada = user("ada");
+    let lobby = ch("chat:lobby");
+    let mut joins = 0;
+    for conn in ["t1", "t2", "t3"] {
+        if node
+            .subscribe(&lobby, Some(&ada), recorder(conn), None)
+            .await
+            .unwrap()
+            .joined
+        {
+            joins += 1;
+        }
+    }
+    assert_eq!(joins, 1);
+    let present = node.presence(&lobby).unwrap();
+    assert_eq!(present.len(), 1);
+    assert_eq!(
+        (present[0].user.as_str(), present[0].connections),
+        ("ada", 3)
+    );
+    assert!(!node.unsubscribe(&lobby, Some(&ada), "t1"));
+    assert!(!node.unsubscribe(&lobby, Some(&ada), "t2"));
+    assert!(
+        node.unsubscribe(&lobby, Some(&ada), "t3"),
+        "the last tab leaves"
+    );
+
+    let watcher = recorder("w");
+    node.subscribe(&lobby, Some(&user("bob")), watcher.clone(), None)
+        .await
+        .unwrap();
+    let (p1, _) = node
+        .publish(&lobby, json!("once"), Publisher::Api, Some("key-1".into()))
+        .await
+        .unwrap();
+    let (p2, _) = node
+        .publish(&lobby, json!("once"), Publisher::Api, Some("key-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(p1.offset, p2.offset);
+    assert_eq!(watcher.got.lock().unwrap().len(), 1, "delivered once");
+    let (history, _) = node.history_of(&lobby, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+}
