@@ -15,6 +15,7 @@
 //! - [`node`]: publish, subscribe with resume, unsubscribe, presence and
 //!   history, as every gateway uses them.
 //! - [`presence`]: users (not connections) present in a channel.
+//! - [`wire`]: the plain WebSocket JSON messages and Server-Sent Events.
 
 pub mod auth;
 pub mod channel;
@@ -23,3 +24,4 @@ pub mod history;
 pub mod hub;
 pub mod node;
 pub mod presence;
+pub mod wire;
