@@ -3,6 +3,8 @@
 //! presence. The wire gateways (Socket.IO, plain WebSocket, SSE) and the
 //! HTTP API build on these.
 //!
+//! - [`app`]: shared state and the HTTP router.
+//! - [`gateway`]: the wire protocols (the plain WebSocket JSON gateway now).
 //! - [`auth`]: JWT verification (HS256, RS256, ES256) and the development login.
 //! - [`config`]: defaults < TOML file < `SWITCHBOARD_...` environment <
 //!   command-line flags, validated with errors that name the key.
@@ -17,9 +19,11 @@
 //! - [`presence`]: users (not connections) present in a channel.
 //! - [`wire`]: the plain WebSocket JSON messages and Server-Sent Events.
 
+pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod gateway;
 pub mod history;
 pub mod hub;
 pub mod node;

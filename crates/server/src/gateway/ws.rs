@@ -1,0 +1,406 @@
+//! The plain WebSocket gateway at `/ws`: JSON text messages
+//! `{type, payload, id, timestamp}` (see [`crate::wire::json`]).
+//!
+//! Before `auth` only `auth` and `ping` are accepted; a client that has not
+//! authenticated within the auth timeout is closed (1008). Invalid JSON
+//! closes with 1003, a message over the limit with 1009 (by the framing
+//! layer). Every request with an `id` is answered by an `ack` or an `error`
+//! `{code, message}` with that id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder};
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::channel::ChannelName;
+use crate::history::StreamPosition;
+use crate::hub::{Cursor, Delivery, Subscriber, Wire};
+use crate::node::Publisher;
+use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
+
+/// Publications a connection may have waiting before it is closed as a
+/// slow consumer.
+const QUEUE: usize = 1024;
+/// How long one write to a client may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts the WebSocket upgrade and runs the connection.
+pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let (Some(key), true) = (key, upgrade) else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = ServerBuilder::new()
+            .limits(Limits::default().max_payload_len(Some(app.max_message)))
+            .serve(TokioIo::new(upgraded));
+        Connection::new(app).run(ws).await;
+    });
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// The hub's view of a plain WebSocket connection.
+struct WsSubscriber {
+    id: String,
+    queue: mpsc::Sender<Bytes>,
+    cursors: Mutex<HashMap<ChannelName, Arc<Cursor>>>,
+    overflow: AtomicBool,
+}
+
+impl WsSubscriber {
+    fn push(&self, d: &Arc<Delivery>) -> bool {
+        let encoded = d.encoded(Wire::Json, json::publication);
+        if self.queue.try_send(Bytes::from_owner(encoded)).is_err() {
+            self.overflow.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+}
+
+impl Subscriber for WsSubscriber {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn deliver(&self, d: &Arc<Delivery>) -> bool {
+        let cursor = self
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d.channel)
+            .cloned();
+        match cursor.and_then(|c| c.on_live(d)) {
+            Some(d) => self.push(&d),
+            None => true,
+        }
+    }
+}
+
+struct Connection {
+    app: Arc<App>,
+    identity: Option<Identity>,
+    sub: Arc<WsSubscriber>,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+fn conn_id() -> String {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+    format!(
+        "ws-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    )
+}
+
+/// An error answer.
+fn refuse(id: Option<Value>, code: &str, message: impl std::fmt::Display) -> String {
+    json::error(id, code, &message.to_string())
+}
+
+fn channel_arg(payload: &Value) -> Result<ChannelName, String> {
+    let name = payload
+        .get("channel")
+        .and_then(Value::as_str)
+        .ok_or("payload.channel is required")?;
+    ChannelName::parse(name).map_err(|e| e.to_string())
+}
+
+impl Connection {
+    fn new(app: Arc<App>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Connection {
+            app,
+            identity: None,
+            sub: Arc::new(WsSubscriber {
+                id: conn_id(),
+                queue: tx,
+                cursors: Mutex::new(HashMap::new()),
+                overflow: AtomicBool::new(false),
+            }),
+            rx,
+        }
+    }
+
+    async fn run<S>(mut self, mut ws: tokio_websockets::WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let auth_deadline = tokio::time::sleep(self.app.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let close = loop {
+            if self.sub.overflow.load(Ordering::Acquire) {
+                break Some((CloseCode::POLICY_VIOLATION, "slow consumer"));
+            }
+            tokio::select! {
+                msg = ws.next() => {
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(_)) => {
+                            // A protocol error (e.g. a message over the
+                            // limit) has its close frame (1009...) queued.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                            break None;
+                        }
+                        None => break None,
+                    };
+                    if msg.is_close() {
+                        break None;
+                    }
+                    let Some(text) = msg.as_text() else {
+                        if msg.is_binary() {
+                            break Some((CloseCode::UNSUPPORTED_DATA, "binary messages are not accepted"));
+                        }
+                        continue;
+                    };
+                    let request = match json::parse(text) {
+                        Ok(r) => r,
+                        Err(JsonError::InvalidJson) => break Some((CloseCode::UNSUPPORTED_DATA, "invalid JSON")),
+                        Err(JsonError::BadRequest(e)) => {
+                            let id = serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").cloned());
+                            if send(&mut ws, refuse(id, "bad_request", e)).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                    };
+                    let answer = self.handle(request).await;
+                    if send(&mut ws, answer).await.is_err() {
+                        break None;
+                    }
+                }
+                out = self.rx.recv() => {
+                    let Some(first) = out else { break None };
+                    // Everything waiting goes out in one flush.
+                    let mut batch = vec![first];
+                    while let Ok(more) = self.rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let write = async {
+                        for bytes in batch {
+                            ws.feed(Message::text(bytes)).await?;
+                        }
+                        ws.flush().await
+                    };
+                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        _ => break None,
+                    }
+                }
+                () = &mut auth_deadline, if self.identity.is_none() => {
+                    break Some((CloseCode::POLICY_VIOLATION, "authentication timeout"));
+                }
+            }
+        };
+        if let Some((code, reason)) = close {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                ws.send(Message::close(Some(code), reason)),
+            )
+            .await;
+        }
+        self.leave_all();
+    }
+
+    fn leave_all(&self) {
+        let channels: Vec<ChannelName> = self
+            .sub
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(c, _)| c)
+            .collect();
+        for channel in channels {
+            self.app
+                .node
+                .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
+        }
+    }
+
+    async fn handle(&mut self, req: ClientMessage) -> String {
+        let id = req.id.clone();
+        if self.identity.is_none() && !matches!(req.kind, ClientType::Auth | ClientType::Ping) {
+            return refuse(id, "unauthenticated", "authenticate first (type auth)");
+        }
+        match req.kind {
+            ClientType::Ping => json::encode("pong", Value::Null, id),
+            ClientType::Auth => {
+                let token = req
+                    .payload
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                match self.app.verifier.verify(token) {
+                    Ok(identity) => {
+                        let answer =
+                            json::ack(id, json!({ "user": identity.user, "name": identity.name }));
+                        self.identity = Some(identity);
+                        answer
+                    }
+                    Err(e) => refuse(id, e.code(), e),
+                }
+            }
+            ClientType::Subscribe => self.subscribe(id, &req.payload).await,
+            ClientType::Unsubscribe => match channel_arg(&req.payload) {
+                Ok(channel) => {
+                    self.sub
+                        .cursors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&channel);
+                    self.app
+                        .node
+                        .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
+                    json::ack(id, json!({ "channel": channel.as_str() }))
+                }
+                Err(e) => refuse(id, "bad_request", e),
+            },
+            ClientType::Message => {
+                let channel = match channel_arg(&req.payload) {
+                    Ok(c) => c,
+                    Err(e) => return refuse(id, "bad_request", e),
+                };
+                let data = req.payload.get("data").cloned().unwrap_or(Value::Null);
+                let publisher = Publisher::Client {
+                    identity: self.identity.as_ref(),
+                    conn: &self.sub.id,
+                };
+                match self.app.node.publish(&channel, data, publisher, None).await {
+                    Ok((p, epoch)) => json::ack(
+                        id,
+                        json!({ "channel": channel.as_str(), "offset": p.offset, "epoch": epoch }),
+                    ),
+                    Err(e) => refuse(id, e.code(), e),
+                }
+            }
+            ClientType::Presence => match channel_arg(&req.payload) {
+                Ok(channel) => match self.app.node.presence(&channel) {
+                    Ok(present) => json::ack(
+                        id,
+                        json!({ "channel": channel.as_str(), "presence": present }),
+                    ),
+                    Err(e) => refuse(id, e.code(), e),
+                },
+                Err(e) => refuse(id, "bad_request", e),
+            },
+            ClientType::History => {
+                let channel = match channel_arg(&req.payload) {
+                    Ok(c) => c,
+                    Err(e) => return refuse(id, "bad_request", e),
+                };
+                let limit = req
+                    .payload
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(100)
+                    .min(1000);
+                match self.app.node.history_of(&channel, limit as usize).await {
+                    Ok((items, pos)) => json::ack(
+                        id,
+                        json!({ "channel": channel.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items }),
+                    ),
+                    Err(e) => refuse(id, e.code(), e),
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, id: Option<Value>, payload: &Value) -> String {
+        let channel = match channel_arg(payload) {
+            Ok(c) => c,
+            Err(e) => return refuse(id, "bad_request", e),
+        };
+        let since: Option<StreamPosition> = match payload.get("since") {
+            None | Some(Value::Null) => None,
+            Some(v) => match serde_json::from_value(v.clone()) {
+                Ok(p) => Some(p),
+                Err(e) => return refuse(id, "bad_request", format!("payload.since: {e}")),
+            },
+        };
+        let cursor = Arc::new(Cursor::default());
+        self.sub
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), Arc::clone(&cursor));
+        let subscriber: Arc<dyn Subscriber> = Arc::clone(&self.sub) as Arc<dyn Subscriber>;
+        match self
+            .app
+            .node
+            .subscribe(&channel, self.identity.as_ref(), subscriber, since.as_ref())
+            .await
+        {
+            Ok(s) => {
+                let answer = json::ack(
+                    id,
+                    json!({
+                        "channel": channel.as_str(),
+                        "offset": s.position.offset,
+                        "epoch": s.position.epoch,
+                        "recovered": s.recovered,
+                        "publications": s.missed,
+                    }),
+                );
+                // Live publications that arrived meanwhile follow the ack.
+                for d in cursor.finish(s.position.offset) {
+                    self.sub.push(&d);
+                }
+                answer
+            }
+            Err(e) => {
+                self.sub
+                    .cursors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&channel);
+                refuse(id, e.code(), e)
+            }
+        }
+    }
+}
+
+async fn send<S>(ws: &mut tokio_websockets::WebSocketStream<S>, text: String) -> Result<(), ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
