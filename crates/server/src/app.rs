@@ -40,6 +40,7 @@ impl App {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/ws", get(gateway::ws::handler))
+            .route("/events", get(gateway::sse::handler))
             .with_state(Arc::clone(self))
     }
 }

@@ -1,0 +1,328 @@
+//! Server-Sent Events at `GET /events?channel=...` (several `channel`
+//! parameters allowed). The token comes from `Authorization: Bearer`, a
+//! `token` cookie, or a `token` query parameter. Each publication is an
+//! event whose `id:` holds the stream's position in every channel, so a
+//! reconnecting `EventSource` resumes all of them through `Last-Event-ID`.
+//! Comments keep the stream alive; the headers keep proxies from buffering.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::auth::{AuthError, Identity};
+use crate::channel::ChannelName;
+use crate::hub::{Cursor, Delivery, Subscriber, Wire};
+use crate::wire::sse::{self, Positions};
+
+/// Events a stream may have waiting before it is ended as a slow consumer.
+const QUEUE: usize = 1024;
+/// Interval of heartbeat comments.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+struct SseSubscriber {
+    id: String,
+    queue: mpsc::Sender<Bytes>,
+    /// The queue overflowed: the stream ends (the client reconnects and
+    /// resumes from its last event id).
+    overflow: AtomicBool,
+    cursors: HashMap<ChannelName, Arc<Cursor>>,
+    positions: Mutex<Positions>,
+}
+
+impl SseSubscriber {
+    fn push(&self, d: &Delivery) -> bool {
+        let data = d.encoded(Wire::Sse, sse::publication_data);
+        let id = {
+            let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+            positions.insert(
+                d.channel.clone(),
+                crate::history::StreamPosition {
+                    offset: d.publication.offset,
+                    epoch: d.epoch.clone(),
+                },
+            );
+            sse::format_id(&positions)
+        };
+        let event = sse::event(Some(&id), "message", &String::from_utf8_lossy(&data));
+        if self.queue.try_send(Bytes::from(event)).is_err() {
+            self.overflow.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+}
+
+impl Subscriber for SseSubscriber {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn deliver(&self, d: &Arc<Delivery>) -> bool {
+        match self.cursors.get(&d.channel).and_then(|c| c.on_live(d)) {
+            Some(d) => self.push(&d),
+            None => true,
+        }
+    }
+}
+
+/// Unsubscribes a stream from everything when its body is dropped (the
+/// client went away).
+struct Leave {
+    app: Arc<App>,
+    identity: Option<Identity>,
+    conn: String,
+    channels: Vec<ChannelName>,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.app
+                .node
+                .unsubscribe(channel, self.identity.as_ref(), &self.conn);
+        }
+    }
+}
+
+fn token(req: &Request) -> Option<String> {
+    if let Some(auth) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = auth.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_owned());
+    }
+    if let Some(cookies) = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+    {
+        for c in cookies.split(';') {
+            if let Some(t) = c.trim().strip_prefix("token=") {
+                return Some(t.to_owned());
+            }
+        }
+    }
+    query_values(req, "token").into_iter().next()
+}
+
+fn query_values(req: &Request, name: &str) -> Vec<String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens an event stream.
+pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
+    let names = query_values(&req, "channel");
+    if names.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "at least one channel parameter is required",
+        );
+    }
+    let mut channels = Vec::new();
+    for name in &names {
+        match ChannelName::parse(name) {
+            Ok(c) if !channels.contains(&c) => channels.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("{name}: {e}"),
+                );
+            }
+        }
+    }
+    let identity = match token(&req) {
+        Some(t) => match app.verifier.verify(&t) {
+            Ok(id) => Some(id),
+            Err(e) => return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+        },
+        None => None,
+    };
+    let last = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(sse::parse_id)
+        .unwrap_or_default();
+
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+    let conn = format!(
+        "sse-{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let sub = Arc::new(SseSubscriber {
+        id: conn.clone(),
+        queue: tx,
+        overflow: AtomicBool::new(false),
+        cursors: channels
+            .iter()
+            .map(|c| (c.clone(), Arc::new(Cursor::default())))
+            .collect(),
+        positions: Mutex::new(Positions::new()),
+    });
+    let mut leave = Leave {
+        app: Arc::clone(&app),
+        identity: identity.clone(),
+        conn,
+        channels: Vec::new(),
+    };
+    let mut first = Vec::new();
+    for channel in &channels {
+        let subscriber: Arc<dyn Subscriber> = Arc::clone(&sub) as Arc<dyn Subscriber>;
+        let result = app
+            .node
+            .subscribe(channel, identity.as_ref(), subscriber, last.get(channel))
+            .await;
+        let s = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let status = if identity.is_none() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                let code = if identity.is_none() {
+                    AuthError::Missing.code()
+                } else {
+                    e.code()
+                };
+                return error(status, code, &format!("{channel}: {e}"));
+            }
+        };
+        leave.channels.push(channel.clone());
+        sub.positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), s.position.clone());
+        if last.contains_key(channel) && !s.recovered {
+            first.push(Bytes::from(sse::event(
+                None,
+                "unrecovered",
+                &json!({ "channel": channel.as_str(), "offset": s.position.offset, "epoch": s.position.epoch }).to_string(),
+            )));
+        }
+        for p in s.missed {
+            let d = Delivery::new(channel.clone(), s.position.epoch.clone(), p);
+            let data = sse::publication_data(&d);
+            let id = {
+                let mut positions = sub.positions.lock().unwrap_or_else(|e| e.into_inner());
+                positions.insert(
+                    channel.clone(),
+                    crate::history::StreamPosition {
+                        offset: d.publication.offset,
+                        epoch: d.epoch.clone(),
+                    },
+                );
+                sse::format_id(&positions)
+            };
+            first.push(Bytes::from(sse::event(
+                Some(&id),
+                "message",
+                &String::from_utf8_lossy(&data),
+            )));
+        }
+        for d in sub.cursors[channel].finish(s.position.offset) {
+            sub.push(&d);
+        }
+    }
+
+    let stream = async_stream(first, rx, leave, sub);
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+/// The body: the first events, then live ones and heartbeats, until the
+/// client goes away (then `leave` unsubscribes).
+fn async_stream(
+    first: Vec<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    leave: Leave,
+    sub: Arc<SseSubscriber>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.reset();
+    let state = (first.into_iter(), rx, heartbeat, leave, sub);
+    futures_util::stream::unfold(
+        state,
+        |(mut first, mut rx, mut heartbeat, leave, sub)| async move {
+            if sub.overflow.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(b) = first.next() {
+                return Some((Ok(b), (first, rx, heartbeat, leave, sub)));
+            }
+            let next = tokio::select! {
+                b = rx.recv() => b,
+                _ = heartbeat.tick() => Some(Bytes::from_static(sse::HEARTBEAT)),
+            };
+            next.map(|b| (Ok(b), (first, rx, heartbeat, leave, sub)))
+        },
+    )
+}
