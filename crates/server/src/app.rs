@@ -21,6 +21,8 @@ pub struct App {
     pub auth_timeout: Duration,
     /// Largest accepted WebSocket message.
     pub max_message: usize,
+    /// The Socket.IO server (its vocabulary is mounted by [`App::router`]).
+    pub io: switchboard::SocketIo,
 }
 
 impl App {
@@ -33,14 +35,17 @@ impl App {
             verifier,
             auth_timeout: Duration::from_secs(10),
             max_message: 64 * 1024,
+            io: switchboard::SocketIo::builder().build(),
         }))
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes, with Socket.IO mounted at `/socket.io/`.
     pub fn router(self: &Arc<Self>) -> Router {
+        gateway::socketio::mount(&self.io, self);
         Router::new()
             .route("/ws", get(gateway::ws::handler))
             .route("/events", get(gateway::sse::handler))
             .with_state(Arc::clone(self))
+            .layer(self.io.layer())
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::config::{Algorithm, AuthConfig, ConfigError};
 
 /// Who a valid token says the client is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The user id (`sub`).
     pub user: String,

@@ -2,6 +2,8 @@
 //!
 //! - [`ws`]: the plain WebSocket JSON protocol at `/ws`.
 //! - [`sse`]: Server-Sent Events at `/events`.
+//! - [`socketio`]: the Socket.IO vocabulary at `/socket.io/`.
 
+pub mod socketio;
 pub mod sse;
 pub mod ws;

@@ -317,6 +317,13 @@ impl Socket {
         self.send_encoded(&packet, false)
     }
 
+    /// Sends a packet already encoded with [`crate::protocol::socketio`] for
+    /// this socket's namespace: one encoding can then serve many sockets
+    /// (as broadcasts do).
+    pub fn emit_encoded(&self, packet: &Encoded) -> Result<(), EmitError> {
+        self.send_encoded(packet, false)
+    }
+
     /// Emits an event that may be dropped if the client is not ready for it.
     pub fn emit_volatile<T: Serialize + ?Sized>(
         &self,
