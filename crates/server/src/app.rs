@@ -43,9 +43,47 @@ impl App {
     pub fn router(self: &Arc<Self>) -> Router {
         gateway::socketio::mount(&self.io, self);
         Router::new()
+            .route("/api/dev/token", axum::routing::post(dev_token))
             .route("/ws", get(gateway::ws::handler))
             .route("/events", get(gateway::sse::handler))
             .with_state(Arc::clone(self))
             .layer(self.io.layer())
+    }
+}
+
+/// `POST /api/dev/token` `{user, name?}` → `{token}`: the development
+/// login, only when no real key is configured.
+async fn dev_token(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let user = body
+        .get("user")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let valid = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "code": "bad_request", "message": "user: 1-64 characters of A-Z a-z 0-9 - _ ." })),
+        )
+            .into_response();
+    }
+    let name = body
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .or(Some(user));
+    match app.verifier.issue_dev_token(user, name, 86_400) {
+        Some(token) => axum::Json(serde_json::json!({ "token": token, "user": user })).into_response(),
+        None => (
+            http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "code": "not_found", "message": "the development login is off" })),
+        )
+            .into_response(),
     }
 }

@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 pub struct ServerConfig {
     /// Address to listen on.
     pub host: String,
-    /// Port to listen on.
+    /// Port to listen on (0: any free port, printed at start).
     pub port: u16,
     /// Directory of the embedded database.
     pub data_dir: PathBuf,
@@ -314,9 +314,6 @@ impl Config {
 
     /// Checks what types cannot: ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.port == 0 {
-            return Err(err("server.port", "must be between 1 and 65535"));
-        }
         if let Some(secret) = &self.auth.secret
             && secret.len() < 32
         {
@@ -454,8 +451,10 @@ mod tests {
         let e = load(Some("[server]\nprot = 1\n"), &[], &[]).unwrap_err();
         assert_eq!(e.key, "server.prot");
         assert!(e.reason.contains("unknown field"), "{e}");
-        let e = load(None, &[], &[("server.port", "0")]).unwrap_err();
+        let e = load(None, &[], &[("server.port", "70000")]).unwrap_err();
         assert_eq!(e.key, "server.port");
+        let e = load(None, &[], &[("channels.chat.max_message_size", "0")]).unwrap_err();
+        assert_eq!(e.key, "channels.chat.max_message_size");
         let e = load(None, &[("SWITCHBOARD_AUTH__SECRET", "short")], &[]).unwrap_err();
         assert_eq!(e.key, "auth.secret");
         let e = load(

@@ -1,0 +1,138 @@
+//! The `switchboard` server binary (work in progress, issue 4): loads the
+//! configuration, then serves Socket.IO at `/socket.io/`, the plain
+//! WebSocket protocol at `/ws` and Server-Sent Events at `/events`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchboard_server::app::App;
+use switchboard_server::config::{Config, LogFormat, Sources};
+
+const OPTIONS: &str = "\
+Every configuration key can be set in the TOML file, as an environment
+variable SWITCHBOARD_<SECTION>__<KEY>, or with --set section.key=value
+(later layers win: defaults < file < environment < flags):
+
+  server.host, server.port, server.data_dir
+  auth.algorithm (HS256|RS256|ES256), auth.secret, auth.public_key_file,
+  auth.issuer, auth.audience, auth.name_claim, auth.channels_claim,
+  auth.dev_login
+  api.key
+  log.format (text|json), log.level
+  channels.<namespace>.subscribe (anyone|authenticated|owner),
+  channels.<namespace>.publish (nobody|subscribers|authenticated),
+  channels.<namespace>.history_size, .history_ttl_secs,
+  .history_storage (memory|persisted), .presence, .join_leave,
+  .max_message_size
+
+See docs/configuration.md for each key's meaning and default.";
+
+/// A real-time server: channels over Socket.IO, plain WebSocket and SSE.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, after_long_help = OPTIONS)]
+struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.host).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (server.port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Directory of the embedded database (server.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Any configuration key: --set channels.chat.history_size=500.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Check the configuration, print it, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let file = match &cli.config {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the configuration file {}", path.display())
+            })?,
+        )),
+        None => None,
+    };
+    let mut flags = Vec::new();
+    if let Some(h) = &cli.host {
+        flags.push(("server.host".to_owned(), h.clone()));
+    }
+    if let Some(p) = cli.port {
+        flags.push(("server.port".to_owned(), p.to_string()));
+    }
+    if let Some(d) = &cli.data_dir {
+        flags.push(("server.data_dir".to_owned(), d.display().to_string()));
+    }
+    for kv in &cli.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        flags.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(Config::load(&Sources {
+        file,
+        env: std::env::vars().collect(),
+        flags,
+    })?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load(&cli)?;
+    if cli.check {
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the configuration")?
+        );
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .context("log.level is not a valid filter")?;
+    match config.log.format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = (config.server.host.clone(), config.server.port);
+    let app = App::new(config)?;
+    if app.verifier.dev_login() {
+        tracing::warn!(
+            "DEVELOPMENT LOGIN IS ON: POST /api/dev/token issues tokens to anyone. \
+             Configure auth.secret or auth.public_key_file for real use."
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", addr.0, addr.1))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "switchboard listening");
+    println!("listening on {}", local.port());
+    axum::serve(listener, app.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
