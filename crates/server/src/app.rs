@@ -23,12 +23,22 @@ pub struct App {
     pub max_message: usize,
     /// The Socket.IO server (its vocabulary is mounted by [`App::router`]).
     pub io: switchboard::SocketIo,
+    /// The key of the HTTP API: `api.key`, or with the development login
+    /// a random one made at start (logged); `None` disables the API.
+    pub api_key: Option<String>,
 }
 
 impl App {
     /// The application for a configuration.
     pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
         let verifier = Verifier::new(&config.auth)?;
+        let api_key = config.api.key.clone().or_else(|| {
+            verifier.dev_login().then(|| {
+                let mut raw = [0u8; 18];
+                getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+                raw.iter().map(|b| format!("{b:02x}")).collect()
+            })
+        });
         let node = Node::new(Arc::new(config))?;
         Ok(Arc::new(App {
             node,
@@ -36,6 +46,7 @@ impl App {
             auth_timeout: Duration::from_secs(10),
             max_message: 64 * 1024,
             io: switchboard::SocketIo::builder().build(),
+            api_key,
         }))
     }
 
@@ -44,6 +55,16 @@ impl App {
         gateway::socketio::mount(&self.io, self);
         Router::new()
             .route("/api/dev/token", axum::routing::post(dev_token))
+            .route("/api/publish", axum::routing::post(gateway::api::publish))
+            .route(
+                "/api/broadcast",
+                axum::routing::post(gateway::api::broadcast),
+            )
+            .route("/api/presence", get(gateway::api::presence))
+            .route("/api/history", get(gateway::api::history))
+            .route("/api/channels", get(gateway::api::channels))
+            .route("/api/info", get(gateway::api::info))
+            .route("/api/openapi.json", get(gateway::api::openapi))
             .route("/ws", get(gateway::ws::handler))
             .route("/events", get(gateway::sse::handler))
             .with_state(Arc::clone(self))

@@ -122,6 +122,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "DEVELOPMENT LOGIN IS ON: POST /api/dev/token issues tokens to anyone. \
              Configure auth.secret or auth.public_key_file for real use."
         );
+        if app.node.config().api.key.is_none() {
+            tracing::warn!(
+                api_key = app.api_key.as_deref().unwrap_or(""),
+                "development API key for this run (set api.key for a fixed one)"
+            );
+        }
     }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

@@ -1,0 +1,327 @@
+//! The HTTP API for backends, under `/api/`, authenticated by the API key
+//! (`Authorization: apikey <key>`). Errors are JSON `{code, message}` with
+//! stable codes. The OpenAPI document is at `/api/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::channel::ChannelName;
+use crate::node::{NodeError, Publisher};
+
+/// An API error: a status and a JSON body `{code, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl std::fmt::Display) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.to_string(),
+    }
+}
+
+fn node_error(e: &NodeError) -> ApiError {
+    let status = match e {
+        NodeError::UnknownNamespace => StatusCode::BAD_REQUEST,
+        NodeError::Forbidden => StatusCode::FORBIDDEN,
+        NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.code(), e)
+}
+
+/// Checks the API key; `Err` is the answer to send.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = app.api_key.as_deref() else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "api_disabled",
+            "no API key is configured (api.key)",
+        ));
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("apikey "))
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => Ok(()),
+        Some(_) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "bad_api_key",
+            "the API key is not valid",
+        )),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "api_key_missing",
+            "send Authorization: apikey <key>",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn channel(name: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_channel",
+            format!("{name}: {e}"),
+        )
+    })
+}
+
+/// `POST /api/publish` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    channel: String,
+    data: Value,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// Publishes to one channel; a retry with the same `idempotency_key` is
+/// stored once.
+pub async fn publish(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<PublishBody>>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a JSON body {channel, data}",
+        )
+        .into_response();
+    };
+    let ch = match channel(&body.channel) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let key = body.idempotency_key.clone();
+    match app.node.publish(&ch, body.data, Publisher::Api, key).await {
+        Ok((p, epoch)) => {
+            Json(json!({ "channel": ch.as_str(), "offset": p.offset, "epoch": epoch }))
+                .into_response()
+        }
+        Err(e) => node_error(&e).into_response(),
+    }
+}
+
+/// `POST /api/broadcast` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastBody {
+    channels: Vec<String>,
+    data: Value,
+}
+
+/// Publishes the same data to several channels; each gets its own result.
+pub async fn broadcast(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<BroadcastBody>>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a JSON body {channels, data}",
+        )
+        .into_response();
+    };
+    if body.channels.is_empty() || body.channels.len() > 1000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "channels: 1 to 1000 names",
+        )
+        .into_response();
+    }
+    let mut results = Vec::with_capacity(body.channels.len());
+    for name in &body.channels {
+        let result = match ChannelName::parse(name) {
+            Err(e) => {
+                json!({ "channel": name, "error": { "code": "bad_channel", "message": e.to_string() } })
+            }
+            Ok(ch) => match app
+                .node
+                .publish(&ch, body.data.clone(), Publisher::Api, None)
+                .await
+            {
+                Ok((p, epoch)) => json!({ "channel": name, "offset": p.offset, "epoch": epoch }),
+                Err(e) => {
+                    json!({ "channel": name, "error": { "code": e.code(), "message": e.to_string() } })
+                }
+            },
+        };
+        results.push(result);
+    }
+    Json(json!({ "results": results })).into_response()
+}
+
+/// Query of the per-channel reads.
+#[derive(Debug, Deserialize)]
+pub struct ChannelQuery {
+    channel: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Who is present in a channel.
+pub async fn presence(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    let ch = match channel(&q.channel) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    match app.node.presence(&ch) {
+        Ok(p) => Json(json!({ "channel": ch.as_str(), "presence": p })).into_response(),
+        Err(e) => node_error(&e).into_response(),
+    }
+}
+
+/// The last publications of a channel.
+pub async fn history(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    let ch = match channel(&q.channel) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    match app
+        .node
+        .history_of(&ch, q.limit.unwrap_or(100).min(1000))
+        .await
+    {
+        Ok((items, pos)) => Json(json!({
+            "channel": ch.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items,
+        }))
+        .into_response(),
+        Err(e) => node_error(&e).into_response(),
+    }
+}
+
+/// Channels with subscribers on this node, and how many.
+pub async fn channels(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    let list: Vec<Value> = app
+        .node
+        .hub()
+        .channels()
+        .into_iter()
+        .map(|(c, n)| json!({ "channel": c.as_str(), "subscribers": n }))
+        .collect();
+    Json(json!({ "channels": list })).into_response()
+}
+
+/// About this node.
+pub async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r.into_response();
+    }
+    Json(json!({
+        "name": "switchboard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "channels": app.node.hub().channels().len(),
+        "namespaces": app.node.config().channels.keys().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Response {
+    Json(openapi_document()).into_response()
+}
+
+fn openapi_document() -> Value {
+    let error = json!({ "$ref": "#/components/schemas/Error" });
+    let answers = |ok: Value| {
+        json!({
+            "200": { "description": "OK", "content": { "application/json": { "schema": ok } } },
+            "400": { "description": "Bad request", "content": { "application/json": { "schema": error } } },
+            "401": { "description": "Missing or bad API key", "content": { "application/json": { "schema": error } } },
+            "403": { "description": "Forbidden or API disabled", "content": { "application/json": { "schema": error } } },
+        })
+    };
+    let position = json!({ "type": "object", "required": ["channel", "offset", "epoch"], "properties": {
+        "channel": { "type": "string" }, "offset": { "type": "integer" }, "epoch": { "type": "string" } } });
+    let channel_param = json!([{ "name": "channel", "in": "query", "required": true, "schema": { "type": "string" } }]);
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Switchboard HTTP API", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "apikey": { "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`apikey <key>`" } },
+            "schemas": { "Error": { "type": "object", "required": ["code", "message"], "properties": {
+                "code": { "type": "string" }, "message": { "type": "string" } } } }
+        },
+        "security": [{ "apikey": [] }],
+        "paths": {
+            "/api/publish": { "post": {
+                "summary": "Publish to a channel (idempotent with idempotency_key)",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["channel", "data"], "properties": {
+                        "channel": { "type": "string" }, "data": {}, "idempotency_key": { "type": "string" } } } } } },
+                "responses": answers(position.clone()) } },
+            "/api/broadcast": { "post": {
+                "summary": "Publish the same data to several channels",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["channels", "data"], "properties": {
+                        "channels": { "type": "array", "items": { "type": "string" } }, "data": {} } } } } },
+                "responses": answers(json!({ "type": "object", "properties": { "results": { "type": "array", "items": { "type": "object" } } } })) } },
+            "/api/presence": { "get": { "summary": "Users present in a channel", "parameters": channel_param,
+                "responses": answers(json!({ "type": "object" })) } },
+            "/api/history": { "get": { "summary": "Last publications of a channel",
+                "parameters": [channel_param[0], { "name": "limit", "in": "query", "schema": { "type": "integer" } }],
+                "responses": answers(json!({ "type": "object" })) } },
+            "/api/channels": { "get": { "summary": "Channels with subscribers, with counts",
+                "responses": answers(json!({ "type": "object" })) } },
+            "/api/info": { "get": { "summary": "About this node", "responses": answers(json!({ "type": "object" })) } }
+        }
+    })
+}
