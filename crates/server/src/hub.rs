@@ -203,6 +203,39 @@ impl Cursor {
     }
 }
 
+/// The cursors of one connection, one per subscribed channel.
+#[derive(Default)]
+pub struct Cursors(std::sync::Mutex<HashMap<ChannelName, Arc<Cursor>>>);
+
+impl Cursors {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelName, Arc<Cursor>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new cursor (recovering) for a channel being subscribed.
+    pub fn start(&self, channel: &ChannelName) -> Arc<Cursor> {
+        let cursor = Arc::new(Cursor::default());
+        self.map().insert(channel.clone(), Arc::clone(&cursor));
+        cursor
+    }
+
+    /// Forgets a channel.
+    pub fn remove(&self, channel: &ChannelName) {
+        self.map().remove(channel);
+    }
+
+    /// Forgets every channel and returns them.
+    pub fn drain(&self) -> Vec<ChannelName> {
+        self.map().drain().map(|(c, _)| c).collect()
+    }
+
+    /// A live delivery through its channel's cursor: `Some` to send now.
+    pub fn on_live(&self, d: &Arc<Delivery>) -> Option<Arc<Delivery>> {
+        let cursor = self.map().get(&d.channel).cloned();
+        cursor.and_then(|c| c.on_live(d))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

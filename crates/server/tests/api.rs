@@ -1,32 +1,19 @@
 //! The HTTP API over real connections.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use switchboard_server::app::App;
-use switchboard_server::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start() -> (SocketAddr, Arc<App>) {
-    let mut config = Config::default();
+    let mut config = common::config("api");
     config.api.key = Some("test-api-key-0123456789".into());
-    config.server.data_dir = std::env::temp_dir().join(format!(
-        "switchboard-api-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
     let app = App::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, app)
+    (common::serve(&app).await, app)
 }
 
 /// One request; returns the status and the JSON body.

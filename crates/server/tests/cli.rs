@@ -1,23 +1,15 @@
 //! The `switchboard` binary: help, configuration errors, and a start with
 //! the embedded defaults.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 fn temp_dir() -> String {
-    std::env::temp_dir()
-        .join(format!(
-            "switchboard-cli-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ))
-        .display()
-        .to_string()
+    common::temp_dir("cli").display().to_string()
 }
 
 #[test]

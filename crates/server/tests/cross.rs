@@ -2,6 +2,8 @@
 //! a plain WebSocket client or the node reaches the subscribers on all
 //! three (Socket.IO, plain WebSocket, SSE) with the same offset and payload.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_server::app::App;
-use switchboard_server::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_websockets::{ClientBuilder, Message};
 
@@ -17,23 +18,8 @@ type Ws = tokio_websockets::WebSocketStream<tokio::net::TcpStream>;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start() -> (SocketAddr, Arc<App>) {
-    let mut config = Config::default();
-    config.server.data_dir = std::env::temp_dir().join(format!(
-        "switchboard-cross-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let app = App::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, app)
+    let app = App::new(common::config("cross")).unwrap();
+    (common::serve(&app).await, app)
 }
 
 async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {

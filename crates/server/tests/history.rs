@@ -1,6 +1,8 @@
 //! The same history behaviour from every implementation, and persistence of
 //! the embedded-database one across a reopen.
 
+mod common;
+
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -10,13 +12,7 @@ use switchboard_server::history::{
 };
 
 fn temp_db(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir()
-        .join(format!("switchboard-test-{}-{nanos}", std::process::id()))
-        .join(format!("{name}.db"))
+    common::temp_dir("history").join(format!("{name}.db"))
 }
 
 fn opts(size: usize, key: Option<&str>) -> AppendOptions {

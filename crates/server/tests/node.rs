@@ -1,12 +1,13 @@
 //! The operations every gateway shares: publish, subscribe with resume,
 //! presence, policies; with subscribers that record what they receive.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use switchboard_server::auth::Identity;
 use switchboard_server::channel::ChannelName;
-use switchboard_server::config::Config;
 use switchboard_server::history::StreamPosition;
 use switchboard_server::hub::{Delivery, Subscriber};
 use switchboard_server::node::{Node, NodeError, Publisher};
@@ -46,17 +47,7 @@ fn user(id: &str) -> Identity {
 }
 
 fn node() -> Node {
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-node-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let mut config = Config::default();
-    config.server.data_dir = dir;
-    Node::new(Arc::new(config)).unwrap()
+    Node::new(Arc::new(common::config("node"))).unwrap()
 }
 
 fn ch(name: &str) -> ChannelName {

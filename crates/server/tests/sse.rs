@@ -1,5 +1,7 @@
 //! Server-Sent Events over real connections, read as a browser would.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_server::app::App;
 use switchboard_server::channel::ChannelName;
-use switchboard_server::config::Config;
 use switchboard_server::node::Publisher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,23 +16,8 @@ use tokio::net::TcpStream;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start() -> (SocketAddr, Arc<App>) {
-    let mut config = Config::default();
-    config.server.data_dir = std::env::temp_dir().join(format!(
-        "switchboard-sse-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let app = App::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, app)
+    let app = App::new(common::config("sse")).unwrap();
+    (common::serve(&app).await, app)
 }
 
 #[derive(Debug, Clone, PartialEq)]

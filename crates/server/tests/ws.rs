@@ -1,5 +1,7 @@
 //! The plain WebSocket gateway over real connections.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +9,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_server::app::App;
-use switchboard_server::config::Config;
 use tokio_websockets::{ClientBuilder, Message};
 
 type Ws = tokio_websockets::WebSocketStream<tokio::net::TcpStream>;
@@ -15,24 +16,9 @@ type Ws = tokio_websockets::WebSocketStream<tokio::net::TcpStream>;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start(auth_timeout: Duration) -> (SocketAddr, Arc<App>) {
-    let mut config = Config::default();
-    config.server.data_dir = std::env::temp_dir().join(format!(
-        "switchboard-ws-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let mut app = App::new(config).unwrap();
+    let mut app = App::new(common::config("ws")).unwrap();
     Arc::get_mut(&mut app).expect("only handle").auth_timeout = auth_timeout;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, app)
+    (common::serve(&app).await, app)
 }
 
 async fn connect(addr: SocketAddr) -> Ws {

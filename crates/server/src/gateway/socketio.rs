@@ -14,8 +14,7 @@
 //! - publications arrive as the event `publication` `{channel, offset,
 //!   epoch, data, from}`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -26,7 +25,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::history::StreamPosition;
-use crate::hub::{Cursor, Delivery, Subscriber, Wire};
+use crate::hub::{Cursors, Delivery, Subscriber, Wire};
 use crate::node::Publisher;
 
 fn encode_publication(d: &Delivery) -> Vec<u8> {
@@ -45,7 +44,7 @@ fn encode_publication(d: &Delivery) -> Vec<u8> {
 struct SioSubscriber {
     id: String,
     socket: Socket,
-    cursors: Mutex<HashMap<ChannelName, Arc<Cursor>>>,
+    cursors: Cursors,
 }
 
 impl SioSubscriber {
@@ -65,13 +64,7 @@ impl Subscriber for SioSubscriber {
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
-        let cursor = self
-            .cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&d.channel)
-            .cloned();
-        match cursor.and_then(|c| c.on_live(d)) {
+        match self.cursors.on_live(d) {
             Some(d) => self.push(&d),
             None => true,
         }
@@ -132,7 +125,7 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
             let sub = Arc::new(SioSubscriber {
                 id: format!("sio-{}", socket.id()),
                 socket: socket.clone(),
-                cursors: Mutex::new(HashMap::new()),
+                cursors: Cursors::default(),
             });
             register(&socket, &app, &sub, identity);
         }
@@ -161,10 +154,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
         socket.on("unsubscribe", move |_: Socket, mut event: Event| {
             let answer = match channel_arg(&event) {
                 Ok(channel) => {
-                    sub.cursors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&channel);
+                    sub.cursors.remove(&channel);
                     app.node
                         .unsubscribe(&channel, identity.as_ref().as_ref(), &sub.id);
                     json!({ "channel": channel.as_str() })
@@ -243,13 +233,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
     {
         let (app, sub) = (Arc::clone(app), Arc::clone(sub));
         socket.on_disconnect(move |_: Socket, _| {
-            let channels: Vec<ChannelName> = sub
-                .cursors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain()
-                .map(|(c, _)| c)
-                .collect();
+            let channels = sub.cursors.drain();
             for channel in channels {
                 app.node
                     .unsubscribe(&channel, identity.as_ref().as_ref(), &sub.id);
@@ -276,11 +260,7 @@ async fn subscribe(
             Err(e) => return (fail("bad_request", format!("since: {e}")), Vec::new()),
         },
     };
-    let cursor = Arc::new(Cursor::default());
-    sub.cursors
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(channel.clone(), Arc::clone(&cursor));
+    let cursor = sub.cursors.start(&channel);
     let subscriber: Arc<dyn Subscriber> = Arc::clone(sub) as Arc<dyn Subscriber>;
     match app
         .node
@@ -298,10 +278,7 @@ async fn subscribe(
             (answer, cursor.finish(s.position.offset))
         }
         Err(e) => {
-            sub.cursors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&channel);
+            sub.cursors.remove(&channel);
             (fail(e.code(), e), Vec::new())
         }
     }

@@ -7,9 +7,8 @@
 //! layer). Every request with an `id` is answered by an `ack` or an `error`
 //! `{code, message}` with that id.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,7 +27,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::history::StreamPosition;
-use crate::hub::{Cursor, Delivery, Subscriber, Wire};
+use crate::hub::{Cursors, Delivery, Subscriber, Wire};
 use crate::node::Publisher;
 use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
 
@@ -78,7 +77,7 @@ pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response 
 struct WsSubscriber {
     id: String,
     queue: mpsc::Sender<Bytes>,
-    cursors: Mutex<HashMap<ChannelName, Arc<Cursor>>>,
+    cursors: Cursors,
     overflow: AtomicBool,
 }
 
@@ -99,13 +98,7 @@ impl Subscriber for WsSubscriber {
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
-        let cursor = self
-            .cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&d.channel)
-            .cloned();
-        match cursor.and_then(|c| c.on_live(d)) {
+        match self.cursors.on_live(d) {
             Some(d) => self.push(&d),
             None => true,
         }
@@ -150,7 +143,7 @@ impl Connection {
             sub: Arc::new(WsSubscriber {
                 id: conn_id(),
                 queue: tx,
-                cursors: Mutex::new(HashMap::new()),
+                cursors: Cursors::default(),
                 overflow: AtomicBool::new(false),
             }),
             rx,
@@ -238,14 +231,7 @@ impl Connection {
     }
 
     fn leave_all(&self) {
-        let channels: Vec<ChannelName> = self
-            .sub
-            .cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(c, _)| c)
-            .collect();
+        let channels = self.sub.cursors.drain();
         for channel in channels {
             self.app
                 .node
@@ -279,11 +265,7 @@ impl Connection {
             ClientType::Subscribe => self.subscribe(id, &req.payload).await,
             ClientType::Unsubscribe => match channel_arg(&req.payload) {
                 Ok(channel) => {
-                    self.sub
-                        .cursors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&channel);
+                    self.sub.cursors.remove(&channel);
                     self.app
                         .node
                         .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
@@ -353,12 +335,7 @@ impl Connection {
                 Err(e) => return refuse(id, "bad_request", format!("payload.since: {e}")),
             },
         };
-        let cursor = Arc::new(Cursor::default());
-        self.sub
-            .cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(channel.clone(), Arc::clone(&cursor));
+        let cursor = self.sub.cursors.start(&channel);
         let subscriber: Arc<dyn Subscriber> = Arc::clone(&self.sub) as Arc<dyn Subscriber>;
         match self
             .app
@@ -384,11 +361,7 @@ impl Connection {
                 answer
             }
             Err(e) => {
-                self.sub
-                    .cursors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&channel);
+                self.sub.cursors.remove(&channel);
                 refuse(id, e.code(), e)
             }
         }
