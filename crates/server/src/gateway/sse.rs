@@ -48,7 +48,9 @@ struct SseSubscriber {
 }
 
 impl SseSubscriber {
-    fn push(&self, d: &Delivery) -> bool {
+    /// The event of a publication: the shared data, and an id with this
+    /// stream's positions (moved on by this publication).
+    fn event(&self, d: &Delivery) -> Bytes {
         let data = d.encoded(Wire::Sse, sse::publication_data);
         let id = {
             let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,8 +63,11 @@ impl SseSubscriber {
             );
             sse::format_id(&positions)
         };
-        let event = sse::event(Some(&id), "message", &String::from_utf8_lossy(&data));
-        if self.queue.try_send(Bytes::from(event)).is_err() {
+        Bytes::from(sse::event(Some(&id), "message", &data))
+    }
+
+    fn push(&self, d: &Delivery) -> bool {
+        if self.queue.try_send(self.event(d)).is_err() {
             self.overflow.store(true, Ordering::Release);
             return false;
         }
@@ -255,28 +260,14 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
             first.push(Bytes::from(sse::event(
                 None,
                 "unrecovered",
-                &json!({ "channel": channel.as_str(), "offset": s.position.offset, "epoch": s.position.epoch }).to_string(),
+                json!({ "channel": channel.as_str(), "offset": s.position.offset, "epoch": s.position.epoch })
+                    .to_string()
+                    .as_bytes(),
             )));
         }
         for p in s.missed {
             let d = Delivery::new(channel.clone(), s.position.epoch.clone(), p);
-            let data = sse::publication_data(&d);
-            let id = {
-                let mut positions = sub.positions.lock().unwrap_or_else(|e| e.into_inner());
-                positions.insert(
-                    channel.clone(),
-                    crate::history::StreamPosition {
-                        offset: d.publication.offset,
-                        epoch: d.epoch.clone(),
-                    },
-                );
-                sse::format_id(&positions)
-            };
-            first.push(Bytes::from(sse::event(
-                Some(&id),
-                "message",
-                &String::from_utf8_lossy(&data),
-            )));
+            first.push(sub.event(&d));
         }
         for d in sub.cursors[channel].finish(s.position.offset) {
             sub.push(&d);

@@ -42,7 +42,7 @@ pub fn parse_id(id: &str) -> Positions {
 }
 
 /// One event: `id:`, `event:`, and `data:` lines (data is one JSON line).
-pub fn event(id: Option<&str>, event: &str, data: &str) -> Vec<u8> {
+pub fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
     if let Some(id) = id {
         out.extend_from_slice(b"id: ");
@@ -53,7 +53,13 @@ pub fn event(id: Option<&str>, event: &str, data: &str) -> Vec<u8> {
     out.extend_from_slice(event.as_bytes());
     out.extend_from_slice(b"\ndata: ");
     // JSON from serde_json has no raw newlines; guard anyway.
-    out.extend_from_slice(data.replace('\n', "\\n").as_bytes());
+    for &b in data {
+        if b == b'\n' {
+            out.extend_from_slice(b"\\n");
+        } else {
+            out.push(b);
+        }
+    }
     out.extend_from_slice(b"\n\n");
     out
 }
@@ -98,12 +104,12 @@ mod tests {
 
     #[test]
     fn events_are_well_formed() {
-        let e = event(Some("chat:x~e~1"), "message", r#"{"a":1}"#);
+        let e = event(Some("chat:x~e~1"), "message", br#"{"a":1}"#);
         assert_eq!(
             std::str::from_utf8(&e).unwrap(),
             "id: chat:x~e~1\nevent: message\ndata: {\"a\":1}\n\n"
         );
-        let e = event(None, "error", "a\nb");
+        let e = event(None, "error", b"a\nb");
         assert_eq!(
             std::str::from_utf8(&e).unwrap(),
             "event: error\ndata: a\\nb\n\n"

@@ -49,9 +49,6 @@ pub enum DecodeError {
     /// A `b` packet whose base64 does not decode.
     #[error("invalid base64 in binary packet")]
     InvalidBase64,
-    /// A packet type the client may not send (open).
-    #[error("packet type not allowed from a client")]
-    NotAllowed,
 }
 
 impl Packet {

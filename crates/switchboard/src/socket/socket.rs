@@ -226,6 +226,15 @@ impl Socket {
         lock(&self.0.data).clone()
     }
 
+    /// Changes the handlers, unless the socket has left (a late
+    /// registration would keep the socket alive through its closures).
+    fn register(&self, change: impl FnOnce(&mut Handlers)) {
+        let mut handlers = lock(&self.0.handlers);
+        if !self.0.closed.load(Ordering::Acquire) {
+            change(&mut handlers);
+        }
+    }
+
     /// Registers the handler of an event.
     pub fn on<F, Fut>(&self, event: impl Into<String>, handler: F)
     where
@@ -234,14 +243,12 @@ impl Socket {
     {
         let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
         let event: Box<str> = event.into().into_boxed_str();
-        let mut handlers = lock(&self.0.handlers);
-        if self.0.closed.load(Ordering::Acquire) {
-            return;
-        }
-        match handlers.events.iter_mut().find(|(name, _)| *name == event) {
-            Some(slot) => slot.1 = handler,
-            None => handlers.events.push((event, handler)),
-        }
+        self.register(
+            |h| match h.events.iter_mut().find(|(name, _)| *name == event) {
+                Some(slot) => slot.1 = handler,
+                None => h.events.push((event, handler)),
+            },
+        );
     }
 
     /// Registers a handler called for every event (before the event's own
@@ -251,12 +258,7 @@ impl Socket {
         F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut handlers = lock(&self.0.handlers);
-        if !self.0.closed.load(Ordering::Acquire) {
-            handlers
-                .any
-                .push(Arc::new(move |s, e| Box::pin(handler(s, e))));
-        }
+        self.register(|h| h.any.push(Arc::new(move |s, e| Box::pin(handler(s, e)))));
     }
 
     /// Registers a handler called when the socket is about to leave; its
@@ -267,12 +269,10 @@ impl Socket {
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut handlers = lock(&self.0.handlers);
-        if !self.0.closed.load(Ordering::Acquire) {
-            handlers
-                .disconnecting
-                .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
-        }
+        self.register(|h| {
+            h.disconnecting
+                .push(Arc::new(move |s, r| Box::pin(handler(s, r))))
+        });
     }
 
     /// Registers a handler called once the socket has left.
@@ -281,12 +281,10 @@ impl Socket {
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut handlers = lock(&self.0.handlers);
-        if !self.0.closed.load(Ordering::Acquire) {
-            handlers
-                .disconnect
-                .push(Arc::new(move |s, r| Box::pin(handler(s, r))));
-        }
+        self.register(|h| {
+            h.disconnect
+                .push(Arc::new(move |s, r| Box::pin(handler(s, r))))
+        });
     }
 
     /// Adds a per-packet middleware: it sees each incoming event before its
@@ -296,10 +294,7 @@ impl Socket {
     where
         F: Fn(&Socket, &Event) -> Result<(), String> + Send + Sync + 'static,
     {
-        let mut handlers = lock(&self.0.handlers);
-        if !self.0.closed.load(Ordering::Acquire) {
-            handlers.packet_middlewares.push(Arc::new(middleware));
-        }
+        self.register(|h| h.packet_middlewares.push(Arc::new(middleware)));
     }
 
     /// Emits an event with one argument.
