@@ -106,6 +106,15 @@ impl Verifier {
     /// the development login on, a random HS256 secret is made for this
     /// process: dev tokens verify, and nothing else does.
     pub fn new(cfg: &AuthConfig) -> Result<Self, ConfigError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random source is unavailable");
+        Self::with_dev_secret(cfg, &secret)
+    }
+
+    /// Like [`Verifier::new`], with the development login's HS256 secret
+    /// given (the server keeps one in its data directory, so development
+    /// tokens stay valid across restarts).
+    pub fn with_dev_secret(cfg: &AuthConfig, dev_secret: &[u8]) -> Result<Self, ConfigError> {
         let key_err = |key: &str, reason: String| ConfigError {
             key: key.into(),
             reason,
@@ -133,12 +142,10 @@ impl Verifier {
             };
             (alg, key, None)
         } else if cfg.dev_login_enabled() {
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).expect("the OS random source is unavailable");
             (
                 jsonwebtoken::Algorithm::HS256,
-                DecodingKey::from_secret(&secret),
-                Some(EncodingKey::from_secret(&secret)),
+                DecodingKey::from_secret(dev_secret),
+                Some(EncodingKey::from_secret(dev_secret)),
             )
         } else {
             return Err(key_err(

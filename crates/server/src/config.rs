@@ -28,6 +28,15 @@ pub struct ServerConfig {
     pub port: u16,
     /// Directory of the embedded database.
     pub data_dir: PathBuf,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS/WSS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long clients' send queues may take to drain
+    /// before the server stops anyway.
+    pub shutdown_timeout_secs: u64,
+    /// How long a plain WebSocket client has to authenticate.
+    pub auth_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +45,56 @@ impl Default for ServerConfig {
             host: "0.0.0.0".into(),
             port: 3000,
             data_dir: PathBuf::from("./data"),
+            tls_cert: None,
+            tls_key: None,
+            shutdown_timeout_secs: 10,
+            auth_timeout_secs: 10,
+        }
+    }
+}
+
+/// Limits protecting the server from floods and slow clients. `0`
+/// disables a rate limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open client connections (all protocols).
+    pub max_connections: usize,
+    /// Open client connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Connection attempts per second from one IP address (sustained).
+    pub handshakes_per_second_per_ip: u32,
+    /// Connection attempts from one IP address allowed in a burst.
+    pub handshake_burst: u32,
+    /// Messages per second a connection may send (sustained).
+    pub messages_per_second: u32,
+    /// Messages a connection may send in a burst.
+    pub messages_burst: u32,
+    /// Refused messages in a row after which the connection is closed.
+    pub abuse_close_after: u32,
+    /// Channels one connection may be subscribed to.
+    pub max_subscriptions: usize,
+    /// Largest message a client may send, in bytes (a WebSocket message,
+    /// a Socket.IO packet or polling request body).
+    pub max_message_size: usize,
+    /// Bytes waiting to be written to one client before it is disconnected
+    /// as a slow consumer.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            handshakes_per_second_per_ip: 50,
+            handshake_burst: 100,
+            messages_per_second: 100,
+            messages_burst: 200,
+            abuse_close_after: 100,
+            max_subscriptions: 128,
+            max_message_size: 64 * 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -142,6 +201,26 @@ impl Default for LogConfig {
     }
 }
 
+/// The web chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Whether the web chat is served at `/`.
+    pub enabled: bool,
+    /// Serve the page's files from this directory instead of the copies
+    /// embedded in the binary (for working on the page).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            dir: None,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +233,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logs.
     pub log: LogConfig,
+    /// The web chat.
+    pub web: WebConfig,
+    /// Limits.
+    pub limits: LimitsConfig,
     /// Policy of each channel namespace (`chat`, `user`...). A channel whose
     /// namespace is not listed is refused.
     pub channels: BTreeMap<String, Policy>,
@@ -201,11 +284,27 @@ impl Default for Config {
                 max_message_size: 16 * 1024,
             },
         );
+        // Ephemeral signals such as typing indicators: no history.
+        channels.insert(
+            "typing".into(),
+            Policy {
+                subscribe: SubscribeRule::Authenticated,
+                publish: PublishRule::Subscribers,
+                history_size: 0,
+                history_ttl_secs: 0,
+                history_storage: HistoryStorage::Memory,
+                presence: false,
+                join_leave: false,
+                max_message_size: 1024,
+            },
+        );
         Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            web: WebConfig::default(),
+            limits: LimitsConfig::default(),
             channels,
         }
     }
@@ -343,6 +442,46 @@ impl Config {
             && key.len() < 16
         {
             return Err(err("api.key", "must be at least 16 characters long"));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(err(
+                "server.tls_cert",
+                "TLS needs both server.tls_cert and server.tls_key",
+            ));
+        }
+        for (key, path) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(err(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        if self.server.auth_timeout_secs == 0 {
+            return Err(err("server.auth_timeout_secs", "must be greater than 0"));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            ("limits.max_subscriptions", l.max_subscriptions),
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_queued_bytes", l.max_queued_bytes),
+        ] {
+            if value == 0 {
+                return Err(err(key, "must be greater than 0"));
+            }
+        }
+        if l.max_queued_bytes < l.max_message_size {
+            return Err(err(
+                "limits.max_queued_bytes",
+                "must be at least limits.max_message_size",
+            ));
         }
         if self.log.level.contains(char::is_whitespace) {
             return Err(err("log.level", "a tracing filter has no spaces"));

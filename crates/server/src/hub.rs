@@ -18,6 +18,8 @@ pub struct Delivery {
     pub epoch: String,
     /// The publication.
     pub publication: Publication,
+    /// When it was handed to the hub (for the delivery latency metric).
+    pub published: std::time::Instant,
     /// Encodings, one slot per wire protocol, filled on first use.
     encodings: [OnceLock<Encoded>; 3],
 }
@@ -43,6 +45,7 @@ impl Delivery {
             channel,
             epoch,
             publication,
+            published: std::time::Instant::now(),
             encodings: Default::default(),
         })
     }
@@ -55,6 +58,80 @@ impl Delivery {
     }
 }
 
+/// A presence signal: a user's first connection joined a channel, or its
+/// last one left. Not stored in history: delivered live, at most once.
+#[derive(Debug)]
+pub struct Signal {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Join or leave.
+    pub kind: SignalKind,
+    /// The user.
+    pub user: String,
+    /// The user's display name.
+    pub name: Option<String>,
+    encodings: [OnceLock<Encoded>; 3],
+}
+
+/// What a [`Signal`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// The user's first connection subscribed.
+    Join,
+    /// The user's last connection left.
+    Leave,
+}
+
+impl SignalKind {
+    /// `join` or `leave`: the event name on every protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Join => "join",
+            SignalKind::Leave => "leave",
+        }
+    }
+}
+
+impl Signal {
+    /// A signal.
+    pub fn new(
+        channel: ChannelName,
+        kind: SignalKind,
+        user: String,
+        name: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(Signal {
+            channel,
+            kind,
+            user,
+            name,
+            encodings: Default::default(),
+        })
+    }
+
+    /// The JSON body shared by every protocol: `{channel, user, name}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "channel": self.channel.as_str(), "user": self.user, "name": self.name })
+    }
+
+    /// The encoding for `wire`, made by `encode` the first time only.
+    pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Signal) -> Vec<u8>) -> Encoded {
+        self.encodings[wire as usize]
+            .get_or_init(|| encode(self).into())
+            .clone()
+    }
+}
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down: the client should reconnect (elsewhere).
+    Shutdown,
+    /// A backend disconnected the user through the HTTP API: the client
+    /// should not reconnect on its own.
+    Disconnected,
+}
+
 /// One connection subscribed to channels (a Socket.IO socket, a plain
 /// WebSocket, an SSE stream).
 pub trait Subscriber: Send + Sync + 'static {
@@ -63,18 +140,124 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Queues a delivery for the client; `false` if the client is gone or
     /// could not take it (its own slow-consumer policy applies).
     fn deliver(&self, delivery: &Arc<Delivery>) -> bool;
+    /// Queues a join or leave signal; `false` if the client could not take it.
+    fn signal(&self, signal: &Arc<Signal>) -> bool;
+    /// Asks the connection to close (after what is already queued).
+    fn close(&self, reason: CloseReason);
+    /// The transport, for metrics (`websocket`, `polling`, `http`).
+    fn transport(&self) -> &'static str;
+}
+
+/// A connection in the hub's registry.
+struct Registered {
+    sub: Arc<dyn Subscriber>,
+    wire: Wire,
+    user: Option<String>,
 }
 
 /// The subscribers of one channel, by connection id.
 type Subscribers = HashMap<String, Arc<dyn Subscriber>>;
 
-/// This node's subscribers by channel.
+/// This node's subscribers by channel, and its connections by id.
 #[derive(Default)]
 pub struct Hub {
     channels: RwLock<HashMap<ChannelName, Subscribers>>,
+    connections: RwLock<HashMap<String, Registered>>,
 }
 
 impl Hub {
+    /// Registers an open connection (authenticated as `user`, if any), so
+    /// that it can be closed by user or at shutdown.
+    pub fn connect(&self, sub: Arc<dyn Subscriber>, wire: Wire, user: Option<String>) {
+        let id = sub.id().to_owned();
+        self.connections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Registered { sub, wire, user });
+    }
+
+    /// Records that a registered connection authenticated as `user`.
+    pub fn set_user(&self, conn: &str, user: &str) {
+        if let Some(r) = self
+            .connections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(conn)
+        {
+            r.user = Some(user.to_owned());
+        }
+    }
+
+    /// Forgets a closed connection.
+    pub fn disconnect(&self, conn: &str) {
+        self.connections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(conn);
+    }
+
+    /// Asks every connection of `user` (or every connection, with `None`)
+    /// to close; returns how many were asked. No lock is held while they
+    /// are told.
+    pub fn close_connections(&self, user: Option<&str>, reason: CloseReason) -> usize {
+        let targets: Vec<Arc<dyn Subscriber>> = self
+            .connections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| user.is_none() || r.user.as_deref() == user)
+            .map(|r| Arc::clone(&r.sub))
+            .collect();
+        for t in &targets {
+            t.close(reason);
+        }
+        targets.len()
+    }
+
+    /// Open connections by protocol: `[socket.io, ws, sse]`.
+    pub fn connection_counts(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for r in self
+            .connections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            counts[r.wire as usize] += 1;
+        }
+        counts
+    }
+
+    /// Open connections by protocol and transport.
+    pub fn connections_by_transport(&self) -> Vec<(Wire, &'static str, usize)> {
+        let mut counts: Vec<(Wire, &'static str, usize)> = Vec::new();
+        for r in self
+            .connections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let t = r.sub.transport();
+            match counts.iter_mut().find(|c| c.0 == r.wire && c.1 == t) {
+                Some(c) => c.2 += 1,
+                None => counts.push((r.wire, t, 1)),
+            }
+        }
+        counts
+    }
+
+    /// Hands a join or leave signal to every subscriber of its channel.
+    pub fn signal(&self, signal: &Arc<Signal>) -> usize {
+        let subs: Vec<Arc<dyn Subscriber>> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&signal.channel)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        subs.iter().filter(|s| s.signal(signal)).count()
+    }
+
     /// Subscribes a connection; `false` if it already was.
     pub fn subscribe(&self, channel: &ChannelName, subscriber: Arc<dyn Subscriber>) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
@@ -219,6 +402,21 @@ impl Cursors {
         cursor
     }
 
+    /// How many channels.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Whether a channel has a cursor (is subscribed or subscribing).
+    pub fn contains(&self, channel: &ChannelName) -> bool {
+        self.map().contains_key(channel)
+    }
+
     /// Forgets a channel.
     pub fn remove(&self, channel: &ChannelName) {
         self.map().remove(channel);
@@ -246,6 +444,7 @@ mod tests {
         id: String,
         wire: Wire,
         got: Mutex<Vec<Encoded>>,
+        closed: AtomicUsize,
     }
 
     impl Subscriber for Probe {
@@ -264,6 +463,17 @@ mod tests {
             self.got.lock().unwrap().push(bytes);
             true
         }
+        fn signal(&self, s: &Arc<Signal>) -> bool {
+            let bytes = s.encoded(self.wire, |s| s.body().to_string().into_bytes());
+            self.got.lock().unwrap().push(bytes);
+            true
+        }
+        fn close(&self, _: CloseReason) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+        fn transport(&self) -> &'static str {
+            "test"
+        }
     }
 
     static ENCODES: AtomicUsize = AtomicUsize::new(0);
@@ -273,6 +483,7 @@ mod tests {
             id: id.into(),
             wire,
             got: Mutex::new(Vec::new()),
+            closed: AtomicUsize::new(0),
         })
     }
 
@@ -343,5 +554,36 @@ mod tests {
         hub.unsubscribe(&ch, "b");
         hub.unsubscribe(&ch, "c");
         assert!(hub.channels().is_empty());
+    }
+
+    #[test]
+    fn connections_close_by_user_or_all_and_signals_reach_subscribers() {
+        let hub = Hub::default();
+        let ch = ChannelName::parse("chat:lobby").unwrap();
+        let (a, b, c) = (
+            probe("a", Wire::Json),
+            probe("b", Wire::Sse),
+            probe("c", Wire::SocketIo),
+        );
+        hub.connect(a.clone(), Wire::Json, None);
+        hub.set_user("a", "ada");
+        hub.connect(b.clone(), Wire::Sse, Some("ada".into()));
+        hub.connect(c.clone(), Wire::SocketIo, Some("bob".into()));
+        assert_eq!(hub.connection_counts(), [1, 1, 1]);
+        assert_eq!(
+            hub.close_connections(Some("ada"), CloseReason::Disconnected),
+            2
+        );
+        assert_eq!(
+            [&a, &b, &c].map(|p| p.closed.load(Ordering::SeqCst)),
+            [1, 1, 0]
+        );
+        hub.disconnect("a");
+        assert_eq!(hub.connection_counts(), [1, 0, 1]);
+        assert_eq!(hub.close_connections(None, CloseReason::Shutdown), 2);
+        hub.subscribe(&ch, c.clone());
+        let s = Signal::new(ch.clone(), SignalKind::Join, "ada".into(), None);
+        assert_eq!(hub.signal(&s), 1);
+        assert_eq!(c.got.lock().unwrap().len(), 1);
     }
 }

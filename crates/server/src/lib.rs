@@ -1,4 +1,4 @@
-//! The `switchboard` server (work in progress, issue 4): configuration,
+//! The `switchboard` server: configuration,
 //! channels and their policies, history with offsets and epochs, and
 //! presence. The wire gateways (Socket.IO, plain WebSocket, SSE) and the
 //! HTTP API build on these.
@@ -16,7 +16,11 @@
 //!   each publication encoded once per protocol.
 //! - [`node`]: publish, subscribe with resume, unsubscribe, presence and
 //!   history, as every gateway uses them.
+//! - [`limits`]: connection admission and message rates.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: the listener (TLS, graceful shutdown).
 //! - [`presence`]: users (not connections) present in a channel.
+//! - [`web`]: the embedded web chat served at `/`.
 //! - [`wire`]: the plain WebSocket JSON messages and Server-Sent Events.
 
 pub mod app;
@@ -26,6 +30,10 @@ pub mod config;
 pub mod gateway;
 pub mod history;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod server;
+pub mod web;
 pub mod wire;

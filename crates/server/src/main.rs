@@ -1,4 +1,4 @@
-//! The `switchboard` server binary (work in progress, issue 4): loads the
+//! The `switchboard` server binary: loads the
 //! configuration, then serves Socket.IO at `/socket.io/`, the plain
 //! WebSocket protocol at `/ws` and Server-Sent Events at `/events`.
 
@@ -100,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     match config.log.format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_env_filter(filter)
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
@@ -129,16 +130,41 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
     }
+    let server = &app.node.config().server;
+    let tls = match (&server.tls_cert, &server.tls_key) {
+        (Some(cert), Some(key)) => Some(switchboard_server::server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {}:{}", addr.0, addr.1))?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, "switchboard listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, scheme, "switchboard listening");
     println!("listening on {}", local.port());
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    switchboard_server::server::serve(app, listener, tls, shutdown_signal()).await;
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -11,7 +11,7 @@ use crate::history::{
     AppendOptions, History, HistoryError, MemoryHistory, Publication, Recovery, SqliteHistory,
     StreamPosition,
 };
-use crate::hub::{Delivery, Hub, Subscriber};
+use crate::hub::{Delivery, Hub, Signal, SignalKind, Subscriber};
 use crate::presence::{MemoryPresence, Presence, PresenceChange};
 
 /// Why an operation was refused. Each has a stable code.
@@ -82,6 +82,7 @@ pub struct Node {
     persisted: Option<SqliteHistory>,
     presence: MemoryPresence,
     hub: Hub,
+    metrics: crate::metrics::Metrics,
     /// Publishes are serialized per node so that offsets reach the hub in
     /// order (a subscriber never sees offset n + 1 before n).
     publish_order: tokio::sync::Mutex<()>,
@@ -108,6 +109,7 @@ impl Node {
             persisted,
             presence: MemoryPresence::default(),
             hub: Hub::default(),
+            metrics: crate::metrics::Metrics::default(),
             publish_order: tokio::sync::Mutex::new(()),
         })
     }
@@ -120,6 +122,28 @@ impl Node {
     /// The hub of local subscribers.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Flushes persisted history to its file (at shutdown).
+    pub fn flush(&self) -> Result<(), HistoryError> {
+        match &self.persisted {
+            Some(db) => db.checkpoint(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the history storage answers (for `/readyz`).
+    pub async fn check_storage(&self) -> Result<(), HistoryError> {
+        if let Some(db) = &self.persisted {
+            let probe = ChannelName::parse("readyz:probe").expect("a valid name");
+            db.latest(&probe, 0, None).await?;
+        }
+        Ok(())
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The policy of a channel.
@@ -195,6 +219,7 @@ impl Node {
                 appended.epoch.clone(),
                 appended.publication.clone(),
             );
+            self.metrics.publication();
             self.hub.publish(&delivery);
         }
         Ok((appended.publication, appended.epoch))
@@ -227,6 +252,9 @@ impl Node {
             }
             _ => false,
         };
+        if joined && policy.join_leave {
+            self.signal(channel, SignalKind::Join, identity);
+        }
         let history = self.history(policy);
         let ttl = policy.history_ttl();
         let (recovered, missed, position) = match since {
@@ -262,11 +290,25 @@ impl Node {
         conn: &str,
     ) -> bool {
         self.hub.unsubscribe(channel, conn);
-        match (self.policy(channel).map(|p| p.presence), identity) {
-            (Ok(true), Some(id)) => {
+        let Ok(policy) = self.policy(channel) else {
+            return false;
+        };
+        let left = match (policy.presence, identity) {
+            (true, Some(id)) => {
                 self.presence.remove(channel, &id.user, conn) == PresenceChange::Left
             }
             _ => false,
+        };
+        if left && policy.join_leave {
+            self.signal(channel, SignalKind::Leave, identity);
+        }
+        left
+    }
+
+    fn signal(&self, channel: &ChannelName, kind: SignalKind, identity: Option<&Identity>) {
+        if let Some(id) = identity {
+            let signal = Signal::new(channel.clone(), kind, id.user.clone(), id.name.clone());
+            self.hub.signal(&signal);
         }
     }
 

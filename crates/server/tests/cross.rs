@@ -177,10 +177,12 @@ impl Sse {
 
     async fn publication(&mut self) -> Value {
         loop {
-            if let Some(pos) = self.1.find("data: ")
-                && let Some(end) = self.1[pos..].find('\n')
+            // Publications only (join/leave events pass by).
+            const MARK: &str = "event: message\ndata: ";
+            if let Some(pos) = self.1.find(MARK)
+                && let Some(end) = self.1[pos..].find("\n\n")
             {
-                let v: Value = serde_json::from_str(&self.1[pos + 6..pos + end]).unwrap();
+                let v: Value = serde_json::from_str(&self.1[pos + MARK.len()..pos + end]).unwrap();
                 self.1.drain(..pos + end);
                 return v;
             }

@@ -9,12 +9,13 @@ use serde_json::json;
 use switchboard_server::auth::Identity;
 use switchboard_server::channel::ChannelName;
 use switchboard_server::history::StreamPosition;
-use switchboard_server::hub::{Delivery, Subscriber};
+use switchboard_server::hub::{CloseReason, Delivery, Signal, Subscriber};
 use switchboard_server::node::{Node, NodeError, Publisher};
 
 struct Recorder {
     id: String,
     got: Mutex<Vec<(String, u64, serde_json::Value)>>,
+    signals: Mutex<Vec<String>>,
 }
 
 impl Subscriber for Recorder {
@@ -29,12 +30,24 @@ impl Subscriber for Recorder {
         ));
         true
     }
+    fn signal(&self, s: &Arc<Signal>) -> bool {
+        self.signals
+            .lock()
+            .unwrap()
+            .push(format!("{} {} {}", s.kind.as_str(), s.channel, s.user));
+        true
+    }
+    fn close(&self, _: CloseReason) {}
+    fn transport(&self) -> &'static str {
+        "test"
+    }
 }
 
 fn recorder(id: &str) -> Arc<Recorder> {
     Arc::new(Recorder {
         id: id.into(),
         got: Mutex::new(Vec::new()),
+        signals: Mutex::new(Vec::new()),
     })
 }
 
@@ -226,6 +239,10 @@ async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
     let node = node();
     let ada = user("ada");
     let lobby = ch("chat:lobby");
+    let observer = recorder("obs");
+    node.subscribe(&lobby, Some(&user("eve")), observer.clone(), None)
+        .await
+        .unwrap();
     let mut joins = 0;
     for conn in ["t1", "t2", "t3"] {
         if node
@@ -239,7 +256,7 @@ async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
     }
     assert_eq!(joins, 1);
     let present = node.presence(&lobby).unwrap();
-    assert_eq!(present.len(), 1);
+    assert_eq!(present.len(), 2);
     assert_eq!(
         (present[0].user.as_str(), present[0].connections),
         ("ada", 3)
@@ -250,6 +267,16 @@ async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
         node.unsubscribe(&lobby, Some(&ada), "t3"),
         "the last tab leaves"
     );
+    assert_eq!(
+        *observer.signals.lock().unwrap(),
+        [
+            "join chat:lobby eve",
+            "join chat:lobby ada",
+            "leave chat:lobby ada"
+        ],
+        "its own join, then one join for ada's first tab, one leave for her last"
+    );
+    node.unsubscribe(&lobby, Some(&user("eve")), "obs");
 
     let watcher = recorder("w");
     node.subscribe(&lobby, Some(&user("bob")), watcher.clone(), None)

@@ -76,18 +76,33 @@ async fn authed(addr: SocketAddr, app: &App, user: &str) -> Ws {
     ws
 }
 
+/// The next message that is not a join/leave signal; signals are noted as
+/// `"join <user>"`.
+async fn recv_noting_signals(ws: &mut Ws, signals: &mut Vec<String>) -> Value {
+    loop {
+        let m = recv(ws).await;
+        match m["type"].as_str() {
+            Some(kind @ ("join" | "leave")) => {
+                signals.push(format!("{kind} {}", m["payload"]["user"].as_str().unwrap()));
+            }
+            _ => return m,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_receive_what_another_client_publishes() {
     let (addr, app) = start(Duration::from_secs(10)).await;
     let mut a = authed(addr, &app, "ada").await;
     let mut b = authed(addr, &app, "bob").await;
-    for ws in [&mut a, &mut b] {
+    let (mut a_signals, mut b_signals) = (Vec::new(), Vec::new());
+    for (ws, signals) in [(&mut a, &mut a_signals), (&mut b, &mut b_signals)] {
         send(
             ws,
             json!({"type": "subscribe", "payload": {"channel": "chat:lobby"}, "id": 2}),
         )
         .await;
-        let ack = recv(ws).await;
+        let ack = recv_noting_signals(ws, signals).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         assert_eq!(ack["payload"]["recovered"], true);
     }
@@ -96,7 +111,7 @@ async fn subscribers_receive_what_another_client_publishes() {
     let mut got_ack = false;
     let mut got_msg = false;
     for _ in 0..2 {
-        let m = recv(&mut b).await;
+        let m = recv_noting_signals(&mut b, &mut b_signals).await;
         match m["type"].as_str() {
             Some("ack") => {
                 assert_eq!(
@@ -110,7 +125,9 @@ async fn subscribers_receive_what_another_client_publishes() {
         }
     }
     assert!(got_ack && got_msg);
-    let m = recv(&mut a).await;
+    let m = recv_noting_signals(&mut a, &mut a_signals).await;
+    assert_eq!(a_signals, ["join ada", "join bob"], "presence signals");
+    assert_eq!(b_signals, ["join bob"]);
     assert_eq!(m["type"], "message");
     assert_eq!(m["payload"]["channel"], "chat:lobby");
     assert_eq!(m["payload"]["offset"], 1);

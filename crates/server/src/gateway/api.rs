@@ -80,6 +80,24 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the API key, then that a JSON body of the `shape` came.
+fn authorized_body<T>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Option<Json<T>>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    authorize(app, headers)?;
+    match body {
+        Some(Json(body)) => Ok(body),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected a JSON body {shape}"),
+        )),
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -111,16 +129,9 @@ pub async fn publish(
     headers: HeaderMap,
     body: Option<Json<PublishBody>>,
 ) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r.into_response();
-    }
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected a JSON body {channel, data}",
-        )
-        .into_response();
+    let body = match authorized_body(&app, &headers, body, "{channel, data}") {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     let ch = match channel(&body.channel) {
         Ok(c) => c,
@@ -150,16 +161,9 @@ pub async fn broadcast(
     headers: HeaderMap,
     body: Option<Json<BroadcastBody>>,
 ) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r.into_response();
-    }
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected a JSON body {channels, data}",
-        )
-        .into_response();
+    let body = match authorized_body(&app, &headers, body, "{channels, data}") {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     if body.channels.is_empty() || body.channels.len() > 1000 {
         return error(
@@ -259,6 +263,35 @@ pub async fn channels(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
     Json(json!({ "channels": list })).into_response()
 }
 
+/// `POST /api/disconnect` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectBody {
+    user: String,
+}
+
+/// Disconnects every connection of a user on this node, on every protocol
+/// (Socket.IO `disconnect`, WebSocket close 4001, SSE `disconnect` event
+/// then the end of the stream).
+pub async fn disconnect(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<DisconnectBody>>,
+) -> Response {
+    let body = match authorized_body(&app, &headers, body, "{user}") {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    if body.user.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "user is empty").into_response();
+    }
+    let n = app
+        .node
+        .hub()
+        .close_connections(Some(&body.user), crate::hub::CloseReason::Disconnected);
+    Json(json!({ "user": body.user, "disconnected": n })).into_response()
+}
+
 /// About this node.
 pub async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
@@ -321,7 +354,13 @@ fn openapi_document() -> Value {
                 "responses": answers(json!({ "type": "object" })) } },
             "/api/channels": { "get": { "summary": "Channels with subscribers, with counts",
                 "responses": answers(json!({ "type": "object" })) } },
-            "/api/info": { "get": { "summary": "About this node", "responses": answers(json!({ "type": "object" })) } }
+            "/api/info": { "get": { "summary": "About this node", "responses": answers(json!({ "type": "object" })) } },
+            "/api/disconnect": { "post": {
+                "summary": "Disconnect every connection of a user",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["user"], "properties": { "user": { "type": "string" } } } } } },
+                "responses": answers(json!({ "type": "object", "properties": {
+                    "user": { "type": "string" }, "disconnected": { "type": "integer" } } })) } }
         }
     })
 }

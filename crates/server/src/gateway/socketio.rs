@@ -14,19 +14,42 @@
 //! - publications arrive as the event `publication` `{channel, offset,
 //!   epoch, data, from}`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard::protocol::socketio::{self, Args, Encoded};
-use switchboard::{ConnectError, Event, Socket, SocketIo};
+use switchboard::{ConnectError, DisconnectReason, Event, Socket, SocketIo};
 
 use crate::app::App;
 use crate::auth::Identity;
 use crate::channel::ChannelName;
+use crate::config::LimitsConfig;
 use crate::history::StreamPosition;
-use crate::hub::{Cursors, Delivery, Subscriber, Wire};
+use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
+use crate::limits::{Limiter, MessageRate, Permit, Rate};
 use crate::node::Publisher;
+
+/// The Socket.IO server with the limits applied: the packet size, the
+/// send queue, and a handshake check (rate per IP and capacity; refused
+/// with HTTP 403 and the reason as message, as Engine.IO does).
+pub fn build(limits: &LimitsConfig, limiter: Arc<Limiter>) -> SocketIo {
+    let mut config = switchboard::SocketIoConfig::default();
+    config.engine.max_payload = limits.max_message_size;
+    config.engine.max_queued_bytes = limits.max_queued_bytes;
+    config.engine.allow_request = Some(Arc::new(move |parts: &http::request::Parts| {
+        let ip = parts
+            .extensions
+            .get::<switchboard::RemoteAddr>()
+            .map(|a| a.0.ip());
+        limiter
+            .handshake(ip)
+            .and_then(|()| limiter.check(ip))
+            .map_err(|why| switchboard::engine::Refusal::new(why.code()))
+    }));
+    SocketIo::builder().config(config).build()
+}
 
 fn encode_publication(d: &Delivery) -> Vec<u8> {
     let payload = json!({
@@ -45,16 +68,64 @@ struct SioSubscriber {
     id: String,
     socket: Socket,
     cursors: Cursors,
+    app: Arc<App>,
+    rate: Mutex<MessageRate>,
 }
 
 impl SioSubscriber {
-    fn push(&self, d: &Delivery) -> bool {
-        let text = d.encoded(Wire::SocketIo, encode_publication);
+    fn send(&self, text: crate::hub::Encoded) -> bool {
+        self.app
+            .node
+            .metrics()
+            .message_out(Wire::SocketIo, text.len());
         let packet = Encoded {
             text: Bytes::from_owner(text),
             attachments: Vec::new(),
         };
         self.socket.emit_encoded(&packet).is_ok()
+    }
+
+    fn push(&self, d: &Delivery) -> bool {
+        let ok = self.send(d.encoded(Wire::SocketIo, encode_publication));
+        if ok {
+            // Queued to the transport: as far as this protocol's delivery
+            // is observed.
+            self.app
+                .node
+                .metrics()
+                .delivery_latency(d.published.elapsed());
+        }
+        ok
+    }
+
+    /// Counts a client request against the rate limit: `Err` holds the
+    /// answer when it is refused (and the connection is closed on abuse).
+    fn admit(&self, event: &Event) -> Result<(), Value> {
+        let bytes = event
+            .args()
+            .first()
+            .and_then(|a| serde_json::to_string(a).ok())
+            .map_or(0, |s| s.len());
+        let metrics = self.app.node.metrics();
+        metrics.message_in(Wire::SocketIo, bytes);
+        let verdict = self.rate.lock().unwrap_or_else(|e| e.into_inner()).check();
+        match verdict {
+            Rate::Allowed => Ok(()),
+            Rate::Refused => Err(fail(
+                metrics,
+                "rate_limited",
+                "too many messages; slow down",
+            )),
+            Rate::Abuse => {
+                metrics.refusal("rate_abuse");
+                self.socket.disconnect();
+                Err(fail(
+                    metrics,
+                    "rate_limited",
+                    "rate limit exceeded; disconnected",
+                ))
+            }
+        }
     }
 }
 
@@ -69,20 +140,45 @@ impl Subscriber for SioSubscriber {
             None => true,
         }
     }
+
+    fn signal(&self, s: &Arc<Signal>) -> bool {
+        self.send(s.encoded(Wire::SocketIo, |s| {
+            socketio::encode_event("/", s.kind.as_str(), &s.body(), Args::One, None)
+                .map(|e| e.text.to_vec())
+                .unwrap_or_default()
+        }))
+    }
+
+    fn close(&self, reason: CloseReason) {
+        match reason {
+            // `SocketIo::close` ends every session at shutdown without a
+            // namespace disconnect, so clients reconnect (elsewhere).
+            CloseReason::Shutdown => {}
+            // A namespace disconnect: official clients do not reconnect.
+            CloseReason::Disconnected => self.socket.disconnect(),
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        self.socket.transport()
+    }
 }
 
-fn fail(code: &str, message: impl std::fmt::Display) -> Value {
+/// An error answer `{error: {code, message}}` (counted as a refusal).
+fn fail(metrics: &crate::metrics::Metrics, code: &str, message: impl std::fmt::Display) -> Value {
+    metrics.refusal(code);
     json!({ "error": { "code": code, "message": message.to_string() } })
 }
 
-fn channel_arg(event: &Event) -> Result<ChannelName, Value> {
+fn channel_arg(app: &App, event: &Event) -> Result<ChannelName, Value> {
+    let metrics = app.node.metrics();
     let name = event
         .args()
         .first()
         .and_then(|a| a.get("channel"))
         .and_then(switchboard::Value::as_str)
-        .ok_or_else(|| fail("bad_request", "channel is required"))?;
-    ChannelName::parse(name).map_err(|e| fail("bad_request", e))
+        .ok_or_else(|| fail(metrics, "bad_request", "channel is required"))?;
+    ChannelName::parse(name).map_err(|e| fail(metrics, "bad_request", e))
 }
 
 fn arg_json(event: &Event) -> Value {
@@ -94,12 +190,18 @@ fn arg_json(event: &Event) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Places of sockets that passed the middleware and are connecting.
+type Permits = Arc<Mutex<HashMap<switchboard::Sid, Permit>>>;
+
 /// Registers the vocabulary on `io`'s main namespace.
 pub fn mount(io: &SocketIo, app: &Arc<App>) {
     let auth_app = Arc::clone(app);
+    let permits: Permits = Arc::default();
+    let mw_permits = Arc::clone(&permits);
     let ns = io.ns("/");
     ns.use_middleware(move |socket: Socket| {
         let app = Arc::clone(&auth_app);
+        let permits = Arc::clone(&mw_permits);
         async move {
             let token = socket
                 .handshake()
@@ -114,31 +216,64 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
                 })?;
                 let _ = socket.set_data(&Some(identity));
             }
+            let ip = socket.handshake().address().map(|a| a.ip());
+            let permit = app.admit(ip).map_err(|why| {
+                app.node.metrics().refusal(why.code());
+                ConnectError::new(why.to_string())
+                    .with_data(switchboard::Value::from(json!({ "code": why.code() })))
+            })?;
+            permits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(socket.id(), permit);
             Ok(())
         }
     });
     let conn_app = Arc::clone(app);
     ns.on_connection(move |socket: Socket| {
         let app = Arc::clone(&conn_app);
+        let permits = Arc::clone(&permits);
         async move {
             let identity: Option<Identity> = socket.data().ok().flatten();
+            let permit = permits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&socket.id());
             let sub = Arc::new(SioSubscriber {
                 id: format!("sio-{}", socket.id()),
                 socket: socket.clone(),
                 cursors: Cursors::default(),
+                rate: Mutex::new(MessageRate::new(app.limits())),
+                app: Arc::clone(&app),
             });
-            register(&socket, &app, &sub, identity);
+            app.node.hub().connect(
+                Arc::clone(&sub) as Arc<dyn Subscriber>,
+                Wire::SocketIo,
+                identity.as_ref().map(|i| i.user.clone()),
+            );
+            app.node.metrics().connection_opened(Wire::SocketIo);
+            register(&socket, &app, &sub, identity, permit);
         }
     });
 }
 
-fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity: Option<Identity>) {
+fn register(
+    socket: &Socket,
+    app: &Arc<App>,
+    sub: &Arc<SioSubscriber>,
+    identity: Option<Identity>,
+    permit: Option<Permit>,
+) {
     let identity = Arc::new(identity);
     {
         let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
         socket.on("subscribe", move |_: Socket, mut event: Event| {
             let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
             async move {
+                if let Err(refusal) = sub.admit(&event) {
+                    let _ = event.ack(&refusal);
+                    return;
+                }
                 let (answer, held) =
                     subscribe(&app, &sub, identity.as_ref().as_ref(), &event).await;
                 let _ = event.ack(&answer);
@@ -152,7 +287,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
     {
         let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
         socket.on("unsubscribe", move |_: Socket, mut event: Event| {
-            let answer = match channel_arg(&event) {
+            let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
                 Ok(channel) => {
                     sub.cursors.remove(&channel);
                     app.node
@@ -170,7 +305,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
         socket.on("publish", move |_: Socket, mut event: Event| {
             let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
             async move {
-                let answer = match channel_arg(&event) {
+                let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
                     Ok(channel) => {
                         let data = arg_json(&event).get("data").cloned().unwrap_or(Value::Null);
                         let publisher = Publisher::Client {
@@ -181,7 +316,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
                             Ok((p, epoch)) => {
                                 json!({ "channel": channel.as_str(), "offset": p.offset, "epoch": epoch })
                             }
-                            Err(e) => fail(e.code(), e),
+                            Err(e) => fail(app.node.metrics(), e.code(), e),
                         }
                     }
                     Err(e) => e,
@@ -191,12 +326,12 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
         });
     }
     {
-        let app = Arc::clone(app);
+        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
         socket.on("presence", move |_: Socket, mut event: Event| {
-            let answer = match channel_arg(&event) {
+            let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
                 Ok(channel) => match app.node.presence(&channel) {
                     Ok(p) => json!({ "channel": channel.as_str(), "presence": p }),
-                    Err(e) => fail(e.code(), e),
+                    Err(e) => fail(app.node.metrics(), e.code(), e),
                 },
                 Err(e) => e,
             };
@@ -205,11 +340,11 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
         });
     }
     {
-        let app = Arc::clone(app);
+        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
         socket.on("history", move |_: Socket, mut event: Event| {
-            let app = Arc::clone(&app);
+            let (app, sub) = (Arc::clone(&app), Arc::clone(&sub));
             async move {
-                let answer = match channel_arg(&event) {
+                let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
                     Ok(channel) => {
                         let limit = arg_json(&event)
                             .get("limit")
@@ -221,7 +356,7 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
                                 "channel": channel.as_str(), "offset": pos.offset,
                                 "epoch": pos.epoch, "publications": items,
                             }),
-                            Err(e) => fail(e.code(), e),
+                            Err(e) => fail(app.node.metrics(), e.code(), e),
                         }
                     }
                     Err(e) => e,
@@ -232,12 +367,18 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, identity:
     }
     {
         let (app, sub) = (Arc::clone(app), Arc::clone(sub));
-        socket.on_disconnect(move |_: Socket, _| {
+        let permit = Mutex::new(permit);
+        socket.on_disconnect(move |_: Socket, reason| {
+            if reason == DisconnectReason::SlowConsumer {
+                app.node.metrics().slow_consumer(Wire::SocketIo);
+            }
             let channels = sub.cursors.drain();
             for channel in channels {
                 app.node
                     .unsubscribe(&channel, identity.as_ref().as_ref(), &sub.id);
             }
+            app.node.hub().disconnect(&sub.id);
+            drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
             async {}
         });
     }
@@ -249,15 +390,26 @@ async fn subscribe(
     identity: Option<&Identity>,
     event: &Event,
 ) -> (Value, Vec<Arc<Delivery>>) {
-    let channel = match channel_arg(event) {
+    let metrics = app.node.metrics();
+    let channel = match channel_arg(app, event) {
         Ok(c) => c,
         Err(e) => return (e, Vec::new()),
     };
+    let max = app.limits().max_subscriptions;
+    if !sub.cursors.contains(&channel) && sub.cursors.len() >= max {
+        let message = format!("at most {max} subscriptions per connection");
+        return (fail(metrics, "too_many_subscriptions", message), Vec::new());
+    }
     let since: Option<StreamPosition> = match arg_json(event).get("since") {
         None | Some(Value::Null) => None,
         Some(v) => match serde_json::from_value(v.clone()) {
             Ok(p) => Some(p),
-            Err(e) => return (fail("bad_request", format!("since: {e}")), Vec::new()),
+            Err(e) => {
+                return (
+                    fail(metrics, "bad_request", format!("since: {e}")),
+                    Vec::new(),
+                );
+            }
         },
     };
     let cursor = sub.cursors.start(&channel);
@@ -279,7 +431,7 @@ async fn subscribe(
         }
         Err(e) => {
             sub.cursors.remove(&channel);
-            (fail(e.code(), e), Vec::new())
+            (fail(metrics, e.code(), e), Vec::new())
         }
     }
 }

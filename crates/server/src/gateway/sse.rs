@@ -6,9 +6,8 @@
 //! Comments keep the stream alive; the headers keep proxies from buffering.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,14 +17,14 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::{Out, SendQueue};
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::channel::ChannelName;
-use crate::hub::{Cursor, Delivery, Subscriber, Wire};
+use crate::hub::{CloseReason, Cursor, Delivery, Signal, Subscriber, Wire};
+use crate::limits::Permit;
 use crate::wire::sse::{self, Positions};
 
-/// Events a stream may have waiting before it is ended as a slow consumer.
-const QUEUE: usize = 1024;
 /// Interval of heartbeat comments.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
@@ -39,12 +38,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 struct SseSubscriber {
     id: String,
-    queue: mpsc::Sender<Bytes>,
-    /// The queue overflowed: the stream ends (the client reconnects and
+    /// When it overflows the stream ends (the client reconnects and
     /// resumes from its last event id).
-    overflow: AtomicBool,
+    queue: SendQueue,
+    closing: Mutex<Option<CloseReason>>,
     cursors: HashMap<ChannelName, Arc<Cursor>>,
     positions: Mutex<Positions>,
+    app: Arc<App>,
 }
 
 impl SseSubscriber {
@@ -66,12 +66,17 @@ impl SseSubscriber {
         Bytes::from(sse::event(Some(&id), "message", &data))
     }
 
-    fn push(&self, d: &Delivery) -> bool {
-        if self.queue.try_send(self.event(d)).is_err() {
-            self.overflow.store(true, Ordering::Release);
-            return false;
+    fn enqueue(&self, bytes: Bytes, published: Option<Instant>) -> bool {
+        let len = bytes.len();
+        let ok = self.queue.push(bytes, published);
+        if ok {
+            self.app.node.metrics().message_out(Wire::Sse, len);
         }
-        true
+        ok
+    }
+
+    fn push(&self, d: &Delivery) -> bool {
+        self.enqueue(self.event(d), Some(d.published))
     }
 }
 
@@ -86,15 +91,32 @@ impl Subscriber for SseSubscriber {
             None => true,
         }
     }
+
+    fn signal(&self, s: &Arc<Signal>) -> bool {
+        let event = s.encoded(Wire::Sse, |s| {
+            sse::event(None, s.kind.as_str(), s.body().to_string().as_bytes())
+        });
+        self.enqueue(Bytes::from_owner(event), None)
+    }
+
+    fn close(&self, reason: CloseReason) {
+        *self.closing.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.queue.wake.notify_one();
+    }
+
+    fn transport(&self) -> &'static str {
+        "http"
+    }
 }
 
 /// Unsubscribes a stream from everything when its body is dropped (the
-/// client went away).
+/// client went away), and gives its place back.
 struct Leave {
     app: Arc<App>,
     identity: Option<Identity>,
     conn: String,
     channels: Vec<ChannelName>,
+    _permit: Permit,
 }
 
 impl Drop for Leave {
@@ -104,6 +126,7 @@ impl Drop for Leave {
                 .node
                 .unsubscribe(channel, self.identity.as_ref(), &self.conn);
         }
+        self.app.node.hub().disconnect(&self.conn);
     }
 }
 
@@ -191,12 +214,28 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
             }
         }
     }
+    let max = app.limits().max_subscriptions;
+    if channels.len() > max {
+        app.node.metrics().refusal("too_many_subscriptions");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "too_many_subscriptions",
+            &format!("at most {max} channels per stream"),
+        );
+    }
     let identity = match token(&req) {
         Some(t) => match app.verifier.verify(&t) {
             Ok(id) => Some(id),
-            Err(e) => return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+            Err(e) => {
+                app.node.metrics().refusal("unauthenticated");
+                return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+            }
         },
         None => None,
+    };
+    let permit = match app.admit(super::peer_ip(&req)) {
+        Ok(p) => p,
+        Err(why) => return super::refused(&app, why),
     };
     let last = req
         .headers()
@@ -205,7 +244,7 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         .map(sse::parse_id)
         .unwrap_or_default();
 
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (queue, rx) = SendQueue::new(app.limits().max_queued_bytes);
     let mut raw = [0u8; 12];
     getrandom::fill(&mut raw).expect("the OS random source is unavailable");
     let conn = format!(
@@ -214,8 +253,9 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
     );
     let sub = Arc::new(SseSubscriber {
         id: conn.clone(),
-        queue: tx,
-        overflow: AtomicBool::new(false),
+        queue,
+        closing: Mutex::new(None),
+        app: Arc::clone(&app),
         cursors: channels
             .iter()
             .map(|c| (c.clone(), Arc::new(Cursor::default())))
@@ -227,7 +267,14 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         identity: identity.clone(),
         conn,
         channels: Vec::new(),
+        _permit: permit,
     };
+    app.node.hub().connect(
+        Arc::clone(&sub) as Arc<dyn Subscriber>,
+        Wire::Sse,
+        identity.as_ref().map(|i| i.user.clone()),
+    );
+    app.node.metrics().connection_opened(Wire::Sse);
     let mut first = Vec::new();
     for channel in &channels {
         let subscriber: Arc<dyn Subscriber> = Arc::clone(&sub) as Arc<dyn Subscriber>;
@@ -248,6 +295,7 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
                 } else {
                     e.code()
                 };
+                app.node.metrics().refusal(code);
                 return error(status, code, &format!("{channel}: {e}"));
             }
         };
@@ -289,31 +337,83 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
     res
 }
 
+/// The body's state.
+struct Body_ {
+    first: std::vec::IntoIter<Bytes>,
+    rx: mpsc::UnboundedReceiver<Out>,
+    heartbeat: tokio::time::Interval,
+    _leave: Leave,
+    sub: Arc<SseSubscriber>,
+    /// Once closing: what is still to be sent before the end.
+    tail: Option<std::collections::VecDeque<Bytes>>,
+}
+
+impl Body_ {
+    fn take(&self, (bytes, published): Out) -> Bytes {
+        self.sub.queue.written(bytes.len());
+        if let Some(at) = published {
+            self.sub.app.node.metrics().delivery_latency(at.elapsed());
+        }
+        bytes
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(tail) = &mut self.tail {
+                return tail.pop_front();
+            }
+            if self.sub.queue.overflowed() {
+                self.sub.app.node.metrics().slow_consumer(Wire::Sse);
+                return None;
+            }
+            if let Some(b) = self.first.next() {
+                return Some(b);
+            }
+            let closing = *self.sub.closing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = closing {
+                let mut tail = std::collections::VecDeque::new();
+                while let Ok(out) = self.rx.try_recv() {
+                    tail.push_back(self.take(out));
+                }
+                if reason == CloseReason::Disconnected {
+                    tail.push_back(Bytes::from(sse::event(
+                        None,
+                        "disconnect",
+                        br#"{"reason":"disconnected by the server"}"#,
+                    )));
+                }
+                self.tail = Some(tail);
+                continue;
+            }
+            tokio::select! {
+                out = self.rx.recv() => return out.map(|o| self.take(o)),
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(sse::HEARTBEAT)),
+                () = self.sub.queue.wake.notified() => {}
+            }
+        }
+    }
+}
+
 /// The body: the first events, then live ones and heartbeats, until the
-/// client goes away (then `leave` unsubscribes).
+/// client goes away (then `leave` unsubscribes) or the server closes it.
 fn async_stream(
     first: Vec<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Out>,
     leave: Leave,
     sub: Arc<SseSubscriber>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.reset();
-    let state = (first.into_iter(), rx, heartbeat, leave, sub);
-    futures_util::stream::unfold(
-        state,
-        |(mut first, mut rx, mut heartbeat, leave, sub)| async move {
-            if sub.overflow.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(b) = first.next() {
-                return Some((Ok(b), (first, rx, heartbeat, leave, sub)));
-            }
-            let next = tokio::select! {
-                b = rx.recv() => b,
-                _ = heartbeat.tick() => Some(Bytes::from_static(sse::HEARTBEAT)),
-            };
-            next.map(|b| (Ok(b), (first, rx, heartbeat, leave, sub)))
-        },
-    )
+    let state = Body_ {
+        first: first.into_iter(),
+        rx,
+        heartbeat,
+        _leave: leave,
+        sub,
+        tail: None,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        let next = state.next().await?;
+        Some((Ok(next), state))
+    })
 }

@@ -7,9 +7,8 @@
 //! layer). Every request with an `id` is answered by an `ack` or an `error`
 //! `{code, message}` with that id.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -23,19 +22,21 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder};
 
+use super::{Out, SendQueue};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::history::StreamPosition;
-use crate::hub::{Cursors, Delivery, Subscriber, Wire};
+use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
+use crate::limits::{MessageRate, Rate};
 use crate::node::Publisher;
 use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
 
-/// Publications a connection may have waiting before it is closed as a
-/// slow consumer.
-const QUEUE: usize = 1024;
 /// How long one write to a client may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close code asking a client not to reconnect on its own: a backend
+/// disconnected its user through the HTTP API.
+pub const CLOSE_DISCONNECTED: u16 = 4001;
 
 /// Accepts the WebSocket upgrade and runs the connection.
 pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response {
@@ -48,15 +49,21 @@ pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response 
     let (Some(key), true) = (key, upgrade) else {
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };
+    let permit = match app.admit(super::peer_ip(&req)) {
+        Ok(p) => p,
+        Err(refused) => return super::refused(&app, refused),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let ws = ServerBuilder::new()
-            .limits(Limits::default().max_payload_len(Some(app.max_message)))
+            .limits(Limits::default().max_payload_len(Some(app.limits().max_message_size)))
             .serve(TokioIo::new(upgraded));
-        Connection::new(app).run(ws).await;
+        let conn = Connection::new(app);
+        conn.run(ws).await;
+        drop(permit);
     });
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());
@@ -76,19 +83,26 @@ pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response 
 /// The hub's view of a plain WebSocket connection.
 struct WsSubscriber {
     id: String,
-    queue: mpsc::Sender<Bytes>,
+    queue: SendQueue,
     cursors: Cursors,
-    overflow: AtomicBool,
+    closing: Mutex<Option<CloseReason>>,
+    metrics_app: Arc<App>,
 }
 
 impl WsSubscriber {
+    /// Queues a frame; on overflow marks the connection as a slow consumer.
+    fn enqueue(&self, bytes: Bytes, published: Option<Instant>) -> bool {
+        let len = bytes.len();
+        let ok = self.queue.push(bytes, published);
+        if ok {
+            self.metrics_app.node.metrics().message_out(Wire::Json, len);
+        }
+        ok
+    }
+
     fn push(&self, d: &Arc<Delivery>) -> bool {
         let encoded = d.encoded(Wire::Json, json::publication);
-        if self.queue.try_send(Bytes::from_owner(encoded)).is_err() {
-            self.overflow.store(true, Ordering::Release);
-            return false;
-        }
-        true
+        self.enqueue(Bytes::from_owner(encoded), Some(d.published))
     }
 }
 
@@ -103,13 +117,30 @@ impl Subscriber for WsSubscriber {
             None => true,
         }
     }
+
+    fn signal(&self, s: &Arc<Signal>) -> bool {
+        let encoded = s.encoded(Wire::Json, |s| {
+            json::encode(s.kind.as_str(), s.body(), None).into_bytes()
+        });
+        self.enqueue(Bytes::from_owner(encoded), None)
+    }
+
+    fn close(&self, reason: CloseReason) {
+        *self.closing.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.queue.wake.notify_one();
+    }
+
+    fn transport(&self) -> &'static str {
+        "websocket"
+    }
 }
 
 struct Connection {
     app: Arc<App>,
     identity: Option<Identity>,
     sub: Arc<WsSubscriber>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Out>,
+    rate: MessageRate,
 }
 
 fn conn_id() -> String {
@@ -121,8 +152,9 @@ fn conn_id() -> String {
     )
 }
 
-/// An error answer.
-fn refuse(id: Option<Value>, code: &str, message: impl std::fmt::Display) -> String {
+/// An error answer (counted as a refusal).
+fn refuse(app: &App, id: Option<Value>, code: &str, message: impl std::fmt::Display) -> String {
+    app.node.metrics().refusal(code);
     json::error(id, code, &message.to_string())
 }
 
@@ -136,17 +168,63 @@ fn channel_arg(payload: &Value) -> Result<ChannelName, String> {
 
 impl Connection {
     fn new(app: Arc<App>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (queue, rx) = SendQueue::new(app.limits().max_queued_bytes);
+        let sub = Arc::new(WsSubscriber {
+            id: conn_id(),
+            queue,
+            cursors: Cursors::default(),
+            closing: Mutex::new(None),
+            metrics_app: Arc::clone(&app),
+        });
+        app.node
+            .hub()
+            .connect(Arc::clone(&sub) as Arc<dyn Subscriber>, Wire::Json, None);
+        app.node.metrics().connection_opened(Wire::Json);
         Connection {
+            rate: MessageRate::new(app.limits()),
             app,
             identity: None,
-            sub: Arc::new(WsSubscriber {
-                id: conn_id(),
-                queue: tx,
-                cursors: Cursors::default(),
-                overflow: AtomicBool::new(false),
-            }),
+            sub,
             rx,
+        }
+    }
+
+    /// Writes everything queued (up to `first` included) in one flush.
+    async fn write_queued<S>(
+        &mut self,
+        ws: &mut tokio_websockets::WebSocketStream<S>,
+        first: Option<Out>,
+    ) -> Result<(), ()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut batch: Vec<Out> = first.into_iter().collect();
+        while let Ok(more) = self.rx.try_recv() {
+            batch.push(more);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = batch.iter().map(|(b, _)| b.len()).sum();
+        let mut published = Vec::new();
+        let write = async {
+            for (frame, at) in batch {
+                published.extend(at);
+                ws.feed(Message::text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        let result = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+        self.sub.queue.written(bytes);
+        match result {
+            Ok(Ok(())) => {
+                let metrics = self.app.node.metrics();
+                for at in published {
+                    metrics.delivery_latency(at.elapsed());
+                }
+                Ok(())
+            }
+            _ => Err(()),
         }
     }
 
@@ -156,9 +234,26 @@ impl Connection {
     {
         let auth_deadline = tokio::time::sleep(self.app.auth_timeout);
         tokio::pin!(auth_deadline);
+        let sub = Arc::clone(&self.sub);
         let close = loop {
-            if self.sub.overflow.load(Ordering::Acquire) {
+            if self.sub.queue.overflowed() {
+                self.app.node.metrics().slow_consumer(Wire::Json);
                 break Some((CloseCode::POLICY_VIOLATION, "slow consumer"));
+            }
+            let closing = *self.sub.closing.lock().unwrap_or_else(|e| e.into_inner());
+            match closing {
+                Some(CloseReason::Shutdown) => {
+                    // What is queued still goes out, then the close.
+                    let _ = self.write_queued(&mut ws, None).await;
+                    break Some((CloseCode::GOING_AWAY, "server shutting down"));
+                }
+                Some(CloseReason::Disconnected) => {
+                    let _ = self.write_queued(&mut ws, None).await;
+                    let code = CloseCode::try_from(CLOSE_DISCONNECTED)
+                        .unwrap_or(CloseCode::POLICY_VIOLATION);
+                    break Some((code, "disconnected by the server"));
+                }
+                None => {}
             }
             tokio::select! {
                 msg = ws.next() => {
@@ -167,6 +262,7 @@ impl Connection {
                         Some(Err(_)) => {
                             // A protocol error (e.g. a message over the
                             // limit) has its close frame (1009...) queued.
+                            self.app.node.metrics().refusal("bad_request");
                             let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                             break None;
                         }
@@ -177,16 +273,35 @@ impl Connection {
                     }
                     let Some(text) = msg.as_text() else {
                         if msg.is_binary() {
+                            self.app.node.metrics().refusal("bad_request");
                             break Some((CloseCode::UNSUPPORTED_DATA, "binary messages are not accepted"));
                         }
                         continue;
                     };
+                    self.app.node.metrics().message_in(Wire::Json, text.len());
+                    let id_of = |text: &str| serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").cloned());
+                    match self.rate.check() {
+                        Rate::Allowed => {}
+                        Rate::Refused => {
+                            let answer = refuse(&self.app, id_of(text), "rate_limited", "too many messages; slow down");
+                            if send(&mut ws, answer).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                        Rate::Abuse => {
+                            self.app.node.metrics().refusal("rate_abuse");
+                            break Some((CloseCode::POLICY_VIOLATION, "rate limit exceeded"));
+                        }
+                    }
                     let request = match json::parse(text) {
                         Ok(r) => r,
-                        Err(JsonError::InvalidJson) => break Some((CloseCode::UNSUPPORTED_DATA, "invalid JSON")),
+                        Err(JsonError::InvalidJson) => {
+                            self.app.node.metrics().refusal("bad_request");
+                            break Some((CloseCode::UNSUPPORTED_DATA, "invalid JSON"));
+                        }
                         Err(JsonError::BadRequest(e)) => {
-                            let id = serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").cloned());
-                            if send(&mut ws, refuse(id, "bad_request", e)).await.is_err() {
+                            if send(&mut ws, refuse(&self.app, id_of(text), "bad_request", e)).await.is_err() {
                                 break None;
                             }
                             continue;
@@ -199,23 +314,13 @@ impl Connection {
                 }
                 out = self.rx.recv() => {
                     let Some(first) = out else { break None };
-                    // Everything waiting goes out in one flush.
-                    let mut batch = vec![first];
-                    while let Ok(more) = self.rx.try_recv() {
-                        batch.push(more);
-                    }
-                    let write = async {
-                        for bytes in batch {
-                            ws.feed(Message::text(bytes)).await?;
-                        }
-                        ws.flush().await
-                    };
-                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                        Ok(Ok(())) => {}
-                        _ => break None,
+                    if self.write_queued(&mut ws, Some(first)).await.is_err() {
+                        break None;
                     }
                 }
+                () = sub.queue.wake.notified() => {}
                 () = &mut auth_deadline, if self.identity.is_none() => {
+                    self.app.node.metrics().refusal("unauthenticated");
                     break Some((CloseCode::POLICY_VIOLATION, "authentication timeout"));
                 }
             }
@@ -228,6 +333,7 @@ impl Connection {
             .await;
         }
         self.leave_all();
+        self.app.node.hub().disconnect(&self.sub.id);
     }
 
     fn leave_all(&self) {
@@ -242,7 +348,12 @@ impl Connection {
     async fn handle(&mut self, req: ClientMessage) -> String {
         let id = req.id.clone();
         if self.identity.is_none() && !matches!(req.kind, ClientType::Auth | ClientType::Ping) {
-            return refuse(id, "unauthenticated", "authenticate first (type auth)");
+            return refuse(
+                &self.app,
+                id,
+                "unauthenticated",
+                "authenticate first (type auth)",
+            );
         }
         match req.kind {
             ClientType::Ping => json::encode("pong", Value::Null, id),
@@ -253,13 +364,27 @@ impl Connection {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 match self.app.verifier.verify(token) {
+                    Ok(identity)
+                        if self
+                            .identity
+                            .as_ref()
+                            .is_some_and(|i| i.user != identity.user) =>
+                    {
+                        refuse(
+                            &self.app,
+                            id,
+                            "bad_request",
+                            format!("already authenticated as {}", identity.user),
+                        )
+                    }
                     Ok(identity) => {
                         let answer =
                             json::ack(id, json!({ "user": identity.user, "name": identity.name }));
+                        self.app.node.hub().set_user(&self.sub.id, &identity.user);
                         self.identity = Some(identity);
                         answer
                     }
-                    Err(e) => refuse(id, e.code(), e),
+                    Err(e) => refuse(&self.app, id, e.code(), e),
                 }
             }
             ClientType::Subscribe => self.subscribe(id, &req.payload).await,
@@ -271,12 +396,12 @@ impl Connection {
                         .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
                     json::ack(id, json!({ "channel": channel.as_str() }))
                 }
-                Err(e) => refuse(id, "bad_request", e),
+                Err(e) => refuse(&self.app, id, "bad_request", e),
             },
             ClientType::Message => {
                 let channel = match channel_arg(&req.payload) {
                     Ok(c) => c,
-                    Err(e) => return refuse(id, "bad_request", e),
+                    Err(e) => return refuse(&self.app, id, "bad_request", e),
                 };
                 let data = req.payload.get("data").cloned().unwrap_or(Value::Null);
                 let publisher = Publisher::Client {
@@ -288,7 +413,7 @@ impl Connection {
                         id,
                         json!({ "channel": channel.as_str(), "offset": p.offset, "epoch": epoch }),
                     ),
-                    Err(e) => refuse(id, e.code(), e),
+                    Err(e) => refuse(&self.app, id, e.code(), e),
                 }
             }
             ClientType::Presence => match channel_arg(&req.payload) {
@@ -297,14 +422,14 @@ impl Connection {
                         id,
                         json!({ "channel": channel.as_str(), "presence": present }),
                     ),
-                    Err(e) => refuse(id, e.code(), e),
+                    Err(e) => refuse(&self.app, id, e.code(), e),
                 },
-                Err(e) => refuse(id, "bad_request", e),
+                Err(e) => refuse(&self.app, id, "bad_request", e),
             },
             ClientType::History => {
                 let channel = match channel_arg(&req.payload) {
                     Ok(c) => c,
-                    Err(e) => return refuse(id, "bad_request", e),
+                    Err(e) => return refuse(&self.app, id, "bad_request", e),
                 };
                 let limit = req
                     .payload
@@ -317,7 +442,7 @@ impl Connection {
                         id,
                         json!({ "channel": channel.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items }),
                     ),
-                    Err(e) => refuse(id, e.code(), e),
+                    Err(e) => refuse(&self.app, id, e.code(), e),
                 }
             }
         }
@@ -326,15 +451,26 @@ impl Connection {
     async fn subscribe(&mut self, id: Option<Value>, payload: &Value) -> String {
         let channel = match channel_arg(payload) {
             Ok(c) => c,
-            Err(e) => return refuse(id, "bad_request", e),
+            Err(e) => return refuse(&self.app, id, "bad_request", e),
         };
         let since: Option<StreamPosition> = match payload.get("since") {
             None | Some(Value::Null) => None,
             Some(v) => match serde_json::from_value(v.clone()) {
                 Ok(p) => Some(p),
-                Err(e) => return refuse(id, "bad_request", format!("payload.since: {e}")),
+                Err(e) => {
+                    return refuse(&self.app, id, "bad_request", format!("payload.since: {e}"));
+                }
             },
         };
+        let max = self.app.limits().max_subscriptions;
+        if !self.sub.cursors.contains(&channel) && self.sub.cursors.len() >= max {
+            return refuse(
+                &self.app,
+                id,
+                "too_many_subscriptions",
+                format!("at most {max} subscriptions per connection"),
+            );
+        }
         let cursor = self.sub.cursors.start(&channel);
         let subscriber: Arc<dyn Subscriber> = Arc::clone(&self.sub) as Arc<dyn Subscriber>;
         match self
@@ -362,7 +498,7 @@ impl Connection {
             }
             Err(e) => {
                 self.sub.cursors.remove(&channel);
-                refuse(id, e.code(), e)
+                refuse(&self.app, id, e.code(), e)
             }
         }
     }

@@ -68,6 +68,14 @@ impl SqliteHistory {
         })
     }
 
+    /// Writes the write-ahead log back into the database file (at
+    /// shutdown; committed publications are durable without it).
+    pub fn checkpoint(&self) -> Result<(), HistoryError> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(storage)
+    }
+
     /// Runs `f` on the connection off the async runtime's threads.
     async fn run<T: Send + 'static>(
         &self,

@@ -28,13 +28,17 @@ pub(crate) fn config(prefix: &str) -> Config {
     config
 }
 
-/// Serves the application on 127.0.0.1 (a free port).
+/// Serves the application on 127.0.0.1 (a free port) with the server's
+/// own listener, until the test ends.
 pub(crate) async fn serve(app: &Arc<App>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let app = Arc::clone(app);
+    tokio::spawn(switchboard_server::server::serve(
+        app,
+        listener,
+        None,
+        std::future::pending(),
+    ));
     addr
 }
