@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit and integration tests, the benchmark
-# smoke run, then the interop tests that drive the official socket.io-client
-# (Node) against the example servers. Installs the Node packages it needs
-# (npm ci) when missing.
+# smoke run, the interop tests that drive the official socket.io-client
+# (Node) against the example servers, then the end-to-end tests of the
+# `switchboard` binary with real peers (socket.io-client, ws, eventsource)
+# and a real browser (playwright-core driving Debian's Chromium). Installs
+# what it needs when missing: the Node packages (npm ci) and Chromium
+# (apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,13 +13,24 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are required for the interop tests" >&2
   exit 1
 fi
-if [ ! -f tests/interop/node_modules/.package-lock.json ] ||
-   [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
-  npm ci --prefix tests/interop --no-audit --no-fund
+for dir in tests/interop tests/server; do
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+     [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+done
+CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+export CHROMIUM_PATH
+if [ ! -x "$CHROMIUM_PATH" ]; then
+  echo "== installing Debian's Chromium for the browser tests"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 echo "== cargo test (workspace)"
-cargo build --workspace --examples
+cargo build --workspace --bins --examples
 cargo test --workspace
 
 echo "== benchmark smoke run (tiny N; checks that every server and scenario still works)"
@@ -24,3 +38,6 @@ python3 bench/run.py --smoke
 
 echo "== interop: official socket.io-client against the examples"
 node --test --test-concurrency=1 tests/interop/
+
+echo "== end to end: the switchboard binary with real peers and a real browser"
+node --test --test-concurrency=1 tests/server/

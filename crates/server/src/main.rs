@@ -14,7 +14,14 @@ Every configuration key can be set in the TOML file, as an environment
 variable SWITCHBOARD_<SECTION>__<KEY>, or with --set section.key=value
 (later layers win: defaults < file < environment < flags):
 
-  server.host, server.port, server.data_dir
+  server.host, server.port, server.data_dir, server.tls_cert,
+  server.tls_key, server.shutdown_timeout_secs, server.auth_timeout_secs
+  limits.max_connections, limits.max_connections_per_ip,
+  limits.handshakes_per_second_per_ip, limits.handshake_burst,
+  limits.messages_per_second, limits.messages_burst,
+  limits.abuse_close_after, limits.max_subscriptions,
+  limits.max_message_size, limits.max_queued_bytes
+  web.enabled, web.dir
   auth.algorithm (HS256|RS256|ES256), auth.secret, auth.public_key_file,
   auth.issuer, auth.audience, auth.name_claim, auth.channels_claim,
   auth.dev_login

@@ -35,6 +35,24 @@ fn help_lists_every_option() {
     ] {
         assert!(help.contains(key), "--help does not mention {key}:\n{help}");
     }
+    // Every key the configuration has (as `--check` prints it), outside
+    // the per-namespace channel policies, is named by --help.
+    let out = Command::new(BIN).arg("--check").output().unwrap();
+    assert!(out.status.success());
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ")
+            && !section.starts_with("channels")
+        {
+            let full = format!("{section}.{key}");
+            assert!(help.contains(&full), "--help does not mention {full}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} keys found in --check");
 }
 
 #[test]
