@@ -13,6 +13,7 @@ medians over --repeat runs, with the range.
 """
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -22,13 +23,15 @@ import shutil
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVERS = ["switchboard", "socketioxide", "node", "raw"]
+SERVERS = ["switchboard", "server", "socketioxide", "node", "raw"]
 LABELS = {
     "switchboard": "Switchboard",
+    "server": "switchboard server",
     "socketioxide": "socketioxide",
     "node": "Node socket.io",
     "raw": "raw baseline",
@@ -70,7 +73,9 @@ class Bench:
     def build(self):
         cmd = ["cargo", "build", "-p", "bench-loadgen"]
         for s in self.args.servers:
-            if s != "node":
+            if s == "server":
+                cmd += ["-p", "switchboard-server"]
+            elif s != "node":
                 cmd += ["-p", f"bench-{s}"]
         if not self.args.smoke:
             cmd.append("--release")
@@ -80,14 +85,31 @@ class Bench:
             if not os.path.exists(os.path.join(node_dir, "node_modules", ".package-lock.json")):
                 sh(["npm", "ci", "--prefix", node_dir, "--no-audit", "--no-fund"])
 
-    def server_cmd(self, name):
+    def server_cmd(self, name, port):
         if name == "node":
             return ["node", os.path.join(ROOT, "bench", "servers", "node", "server.mjs")]
+        if name == "server":
+            # The `switchboard` binary with a channel namespace for the
+            # benchmark: anyone subscribes, subscribers publish, no history,
+            # no presence; limits opened up (loopback is one client IP).
+            data = tempfile.mkdtemp(prefix="switchboard-bench-")
+            atexit.register(shutil.rmtree, data, True)
+            sets = [
+                "channels.bench.subscribe=anyone", "channels.bench.publish=subscribers",
+                "channels.bench.history_size=0", "channels.bench.presence=false",
+                "limits.max_connections=1000000", "limits.max_connections_per_ip=1000000",
+                "limits.handshakes_per_second_per_ip=0", "limits.messages_per_second=0",
+                "log.level=warn",
+            ]
+            cmd = [self.bin("switchboard"), "--host", "127.0.0.1", "--port", str(port), "--data-dir", data]
+            for kv in sets:
+                cmd += ["--set", kv]
+            return cmd
         return [self.bin(f"bench-{name}")]
 
     def start(self, name):
         port = free_port()
-        cmd = self.server_cmd(name)
+        cmd = self.server_cmd(name, port)
         if self.pin:
             cmd = ["taskset", "-c", "0"] + cmd
         env = dict(os.environ, PORT=str(port))
@@ -152,7 +174,7 @@ def scenarios(smoke):
 
 
 def proto_args(server):
-    return ["--proto", "raw"] if server == "raw" else []
+    return {"raw": ["--proto", "raw"], "server": ["--proto", "server"]}.get(server, [])
 
 
 def headline(key, r):
@@ -219,7 +241,7 @@ def versions():
 
 def svg_chart(results, keys, path):
     """Grouped bars, one panel per scenario, values normalised per panel."""
-    colors = {"switchboard": "#2b6cb0", "socketioxide": "#dd6b20", "node": "#38a169", "raw": "#718096"}
+    colors = {"switchboard": "#2b6cb0", "server": "#63b3ed", "socketioxide": "#dd6b20", "node": "#38a169", "raw": "#718096"}
     panels = [(k, t) for k, t in keys if any(results.get(k, {}).get(s) for s in SERVERS)]
     w_panel, h, top, bottom = 260, 320, 40, 85
     width = w_panel * len(panels) + 20
@@ -391,6 +413,15 @@ nothing worth reading.
 - The raw baseline accepts plain WebSocket connections and writes one
   pre-encoded frame to every socket per publish, one write per socket, from
   one thread: the cost of the kernel's write path without any protocol.
+- **switchboard server** is the `switchboard` binary speaking its own
+  vocabulary over Socket.IO: subscribers `subscribe` to channel
+  `bench:room` (anyone may subscribe, subscribers publish, no history, no
+  presence), the publisher (itself subscribed) emits `publish` `{{channel,
+  data}}`, and deliveries are `publication` events `{{channel, offset, epoch,
+  data, from}}`. Each publication passes through the channel policy, gets an
+  offset, and is encoded once for all subscribers. Limits are opened up for
+  the run (every connection comes from loopback). Idle and fan-out only: the
+  vocabulary has no echo, and polling is the library's scenario.
 
 ### Per-run details
 
@@ -440,12 +471,22 @@ def main():
     b = Bench(args)
     b.build()
     results, raw, failures = {}, {}, []
+    last_run = os.path.join(ROOT, "bench", "last-run.json")
+    partial = not args.smoke and (args.only or set(args.servers) != set(SERVERS))
+    if partial and os.path.exists(last_run):
+        # A partial run updates the saved one: other scenarios and servers
+        # keep their figures.
+        raw = json.load(open(last_run)).get("runs", {})
+        for k, per in raw.items():
+            for s, v in per.items():
+                results.setdefault(k, {})[s] = median_range([headline(k, r) for r in v])
     for key, scenario, extra, servers in scenarios(args.smoke):
         if args.only and key not in args.only.split(","):
             continue
         for s in servers:
             if s not in args.servers:
                 continue
+            raw.setdefault(key, {})[s] = []
             for i in range(args.repeat):
                 log(f"== {key} / {s} (run {i + 1}/{args.repeat})")
                 r = b.run(s, scenario, extra + proto_args(s))
@@ -463,7 +504,7 @@ def main():
         sys.exit(1 if failures else 0)
     meta = machine()
     json.dump({"machine": meta, "repeat": args.repeat, "runs": raw},
-              open(os.path.join(ROOT, "bench", "last-run.json"), "w"), indent=1)
+              open(last_run, "w"), indent=1)
     write_doc(results, raw, meta, versions(), args, args.out)
     log(f"wrote {args.out}")
     if failures:

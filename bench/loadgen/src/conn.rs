@@ -21,7 +21,20 @@ pub(crate) enum Proto {
     Sio,
     /// Plain WebSocket: every text frame is a payload.
     Raw,
+    /// The `switchboard` server's own vocabulary over Socket.IO: `subscribe`
+    /// to a channel, `publish` to it, publications arrive as `publication`.
+    Server,
 }
+
+impl Proto {
+    /// Whether the transport is Engine.IO / Socket.IO.
+    pub(crate) fn is_sio(self) -> bool {
+        matches!(self, Proto::Sio | Proto::Server)
+    }
+}
+
+/// The channel the `switchboard` server is benchmarked on.
+pub(crate) const CHANNEL: &str = "bench:room";
 
 fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
@@ -40,7 +53,7 @@ pub(crate) async fn tcp(addr: SocketAddr, source: u8) -> io::Result<TcpStream> {
 pub(crate) async fn open(addr: SocketAddr, source: u8, proto: Proto) -> io::Result<Ws> {
     let stream = tcp(addr, source).await?;
     let path = match proto {
-        Proto::Sio => "/socket.io/?EIO=4&transport=websocket",
+        Proto::Sio | Proto::Server => "/socket.io/?EIO=4&transport=websocket",
         Proto::Raw => "/",
     };
     let (mut ws, _) = ClientBuilder::new()
@@ -49,7 +62,7 @@ pub(crate) async fn open(addr: SocketAddr, source: u8, proto: Proto) -> io::Resu
         .connect_on(stream)
         .await
         .map_err(|e| err(e.to_string()))?;
-    if proto == Proto::Sio {
+    if proto.is_sio() {
         wait_for(&mut ws, |t| t.starts_with('0')).await?;
         send(&mut ws, "40".to_owned()).await?;
         wait_for(&mut ws, |t| t.starts_with("40")).await?;
@@ -82,8 +95,12 @@ pub(crate) async fn wait_for(ws: &mut Ws, pred: impl Fn(&str) -> bool) -> io::Re
 }
 
 /// Joins a room with the benchmark application's `join` event.
-pub(crate) async fn join(ws: &mut Ws, room: &str) -> io::Result<()> {
-    send(ws, format!("420[\"join\",\"{room}\"]")).await?;
+pub(crate) async fn join(ws: &mut Ws, proto: Proto, room: &str) -> io::Result<()> {
+    let request = match proto {
+        Proto::Server => format!("420[\"subscribe\",{{\"channel\":\"{CHANNEL}\"}}]"),
+        _ => format!("420[\"join\",\"{room}\"]"),
+    };
+    send(ws, request).await?;
     wait_for(ws, |t| t.starts_with("430")).await?;
     Ok(())
 }
@@ -108,14 +125,18 @@ pub(crate) fn payload(size: usize) -> String {
 pub(crate) async fn subscribe(mut ws: Ws, proto: Proto, stats: Rc<Stats>) {
     while let Some(Ok(msg)) = ws.next().await {
         let Some(text) = msg.as_text() else { continue };
-        let is_ping = proto == Proto::Sio && text == "2";
+        let is_ping = proto.is_sio() && text == "2";
         if is_ping {
             if send(&mut ws, "3".to_owned()).await.is_err() {
                 break;
             }
             continue;
         }
-        let publication = proto == Proto::Raw || text.starts_with("42[\"msg\"");
+        let publication = match proto {
+            Proto::Raw => true,
+            Proto::Sio => text.starts_with("42[\"msg\""),
+            Proto::Server => text.starts_with("42[\"publication\""),
+        };
         if publication && let Some(t) = stamp(text) {
             stats.record(t);
         }

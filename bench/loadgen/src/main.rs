@@ -10,7 +10,7 @@
 //! ```text
 //! bench-loadgen <idle|fanout|search|echo|polling> --addr 127.0.0.1:3000
 //!     (search and polling look for the highest sustainable publish rate)
-//!     [--proto sio|raw] [--n N] [--duration S] [--rate R] [--payload B]
+//!     [--proto sio|raw|server] [--n N] [--duration S] [--rate R] [--payload B]
 //!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L] [--trials T]
 //! ```
 
@@ -73,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         proto: match get("proto", "sio").as_str() {
             "sio" => Proto::Sio,
             "raw" => Proto::Raw,
+            "server" => Proto::Server,
             other => return Err(format!("unknown --proto {other}")),
         },
         n: num("n", "1000")? as usize,
@@ -137,8 +138,8 @@ async fn open_many(args: &Args, n: usize, join: bool) -> Result<(Vec<Ws>, f64), 
         let (addr, proto, source) = (args.addr, args.proto, (i % args.sources as usize) as u8);
         handles.push(spawn_local(async move {
             let mut ws = conn::open(addr, source, proto).await?;
-            if join && proto == Proto::Sio {
-                conn::join(&mut ws, ROOM).await?;
+            if join && proto.is_sio() {
+                conn::join(&mut ws, proto, ROOM).await?;
             }
             drop(permit);
             Ok::<_, std::io::Error>(ws)
@@ -198,9 +199,15 @@ async fn subscribers(args: &Args, n: usize) -> Result<Subscribers, String> {
     for ws in conns {
         spawn_local(conn::subscribe(ws, args.proto, Rc::clone(&stats)));
     }
-    let publisher = conn::open(args.addr, 0, args.proto)
+    let mut publisher = conn::open(args.addr, 0, args.proto)
         .await
         .map_err(|e| e.to_string())?;
+    if args.proto == Proto::Server {
+        // The server's channels let subscribers publish.
+        conn::join(&mut publisher, args.proto, ROOM)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(Subscribers {
         stats,
         count,
@@ -212,6 +219,11 @@ fn publication(proto: Proto, size: usize) -> String {
     match proto {
         Proto::Sio => format!("42[\"publish\",\"{ROOM}\",{}]", conn::payload(size)),
         Proto::Raw => conn::payload(size),
+        Proto::Server => format!(
+            "42[\"publish\",{{\"channel\":\"{}\",\"data\":{}}}]",
+            conn::CHANNEL,
+            conn::payload(size)
+        ),
     }
 }
 
