@@ -4,19 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "json" => "application/json",
-        "md" | "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
+#[path = "src/mime.rs"]
+mod mime;
 
 /// FNV-1a, enough for an ETag.
 fn fnv(bytes: &[u8]) -> u64 {
@@ -49,7 +38,7 @@ fn main() {
         let _ = writeln!(
             out,
             "    ({name:?}, {:?}, \"\\\"{:016x}\\\"\", include_bytes!({:?})),",
-            content_type(&name),
+            mime::content_type(&name),
             fnv(&bytes),
             path.display().to_string()
         );

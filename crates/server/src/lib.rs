@@ -32,6 +32,7 @@ pub mod history;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+mod mime;
 pub mod node;
 pub mod presence;
 pub mod server;

@@ -18,13 +18,6 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
                    style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-fn content_type(name: &str) -> &'static str {
-    ASSETS
-        .iter()
-        .find(|a| a.0.rsplit('.').next() == name.rsplit('.').next())
-        .map_or("application/octet-stream", |a| a.1)
-}
-
 /// Names that may be served: one path segment of safe characters.
 fn safe_name(path: &str) -> Option<&str> {
     let name = path.strip_prefix('/')?;
@@ -68,7 +61,7 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     if let Some(dir) = &app.node.config().web.dir {
         return match tokio::fs::read(dir.join(name)).await {
-            Ok(bytes) => respond(content_type(name), None, Body::from(bytes)),
+            Ok(bytes) => respond(crate::mime::content_type(name), None, Body::from(bytes)),
             Err(_) => StatusCode::NOT_FOUND.into_response(),
         };
     }
