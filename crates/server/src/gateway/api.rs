@@ -289,6 +289,7 @@ pub async fn disconnect(
         .node
         .hub()
         .close_connections(Some(&body.user), crate::hub::CloseReason::Disconnected);
+    tracing::info!(user = %body.user, connections = n, "user disconnected through the API");
     Json(json!({ "user": body.user, "disconnected": n })).into_response()
 }
 

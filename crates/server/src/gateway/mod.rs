@@ -37,6 +37,7 @@ pub(crate) fn peer_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
 /// stream): 429 for rates, 503 for capacity and shutdown, with a JSON
 /// `{code, message}` body; counted as a refusal.
 pub(crate) fn refused(app: &Arc<App>, why: Refused) -> Response {
+    tracing::debug!(reason = why.code(), "connection refused");
     app.node.metrics().refusal(why.code());
     let status = match why {
         Refused::TooManyHandshakes | Refused::TooManyConnectionsPerIp => {

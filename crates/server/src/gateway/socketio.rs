@@ -117,6 +117,7 @@ impl SioSubscriber {
                 "too many messages; slow down",
             )),
             Rate::Abuse => {
+                tracing::warn!(conn = %self.id, "rate limit exceeded for too long: disconnecting");
                 metrics.refusal("rate_abuse");
                 self.socket.disconnect();
                 Err(fail(
@@ -370,6 +371,7 @@ fn register(
         let permit = Mutex::new(permit);
         socket.on_disconnect(move |_: Socket, reason| {
             if reason == DisconnectReason::SlowConsumer {
+                tracing::warn!(conn = %sub.id, "slow consumer: disconnected");
                 app.node.metrics().slow_consumer(Wire::SocketIo);
             }
             let channels = sub.cursors.drain();

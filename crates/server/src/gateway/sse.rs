@@ -363,6 +363,7 @@ impl Body_ {
                 return tail.pop_front();
             }
             if self.sub.queue.overflowed() {
+                tracing::warn!(conn = %self.sub.id, "slow consumer: ending the stream (queue over limits.max_queued_bytes)");
                 self.sub.app.node.metrics().slow_consumer(Wire::Sse);
                 return None;
             }

@@ -237,6 +237,7 @@ impl Connection {
         let sub = Arc::clone(&self.sub);
         let close = loop {
             if self.sub.queue.overflowed() {
+                tracing::warn!(conn = %self.sub.id, "slow consumer: closing (queue over limits.max_queued_bytes)");
                 self.app.node.metrics().slow_consumer(Wire::Json);
                 break Some((CloseCode::POLICY_VIOLATION, "slow consumer"));
             }
@@ -290,6 +291,7 @@ impl Connection {
                             continue;
                         }
                         Rate::Abuse => {
+                            tracing::warn!(conn = %self.sub.id, "rate limit exceeded for too long: closing");
                             self.app.node.metrics().refusal("rate_abuse");
                             break Some((CloseCode::POLICY_VIOLATION, "rate limit exceeded"));
                         }
