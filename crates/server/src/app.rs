@@ -49,8 +49,10 @@ impl App {
         };
         let limiter = Limiter::new(config.limits.clone());
         let auth_timeout = Duration::from_secs(config.server.auth_timeout_secs);
-        let io = gateway::socketio::build(&config.limits, Arc::clone(&limiter));
-        let node = Node::new(Arc::new(config))?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let io =
+            gateway::socketio::build(&config.limits, Arc::clone(&limiter), Arc::clone(&metrics));
+        let node = Node::with_metrics(Arc::new(config), metrics)?;
         Ok(Arc::new(App {
             node,
             verifier,
@@ -74,6 +76,15 @@ impl App {
             return Err(Refused::ShuttingDown);
         }
         self.limiter.handshake(ip)?;
+        self.limiter.admit(ip)
+    }
+
+    /// Admits a connection whose handshake was already counted against its
+    /// IP's rate (a Socket.IO socket, checked at its Engine.IO handshake).
+    pub fn admit_handshaken(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+        if !self.is_ready() {
+            return Err(Refused::ShuttingDown);
+        }
         self.limiter.admit(ip)
     }
 
@@ -117,7 +128,24 @@ impl App {
         } else {
             router
         };
-        router.with_state(Arc::clone(self)).layer(self.io.layer())
+        let counted = Arc::clone(self);
+        router
+            .with_state(Arc::clone(self))
+            .layer(self.io.layer())
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let app = Arc::clone(&counted);
+                    async move {
+                        let socketio = req.uri().path().starts_with("/socket.io/");
+                        let res = next.run(req).await;
+                        // Engine.IO answers an oversized polling body itself.
+                        if socketio && res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                            app.node.metrics().refusal("message_too_large");
+                        }
+                        res
+                    }
+                },
+            ))
     }
 }
 

@@ -82,7 +82,7 @@ pub struct Node {
     persisted: Option<SqliteHistory>,
     presence: MemoryPresence,
     hub: Hub,
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Publishes are serialized per node so that offsets reach the hub in
     /// order (a subscriber never sees offset n + 1 before n).
     publish_order: tokio::sync::Mutex<()>,
@@ -92,6 +92,14 @@ impl Node {
     /// A node for this configuration; the embedded database is opened under
     /// `server.data_dir` when a namespace persists its history.
     pub fn new(config: Arc<Config>) -> Result<Self, HistoryError> {
+        Self::with_metrics(config, Arc::default())
+    }
+
+    /// A node counting into `metrics` (shared with the rest of the server).
+    pub fn with_metrics(
+        config: Arc<Config>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, HistoryError> {
         let persisted = if config
             .channels
             .values()
@@ -109,7 +117,7 @@ impl Node {
             persisted,
             presence: MemoryPresence::default(),
             hub: Hub::default(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             publish_order: tokio::sync::Mutex::new(()),
         })
     }

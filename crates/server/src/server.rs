@@ -23,6 +23,19 @@ use tower::ServiceExt as _;
 use crate::app::App;
 use crate::hub::CloseReason;
 
+/// A handle on the TCP connection a request came on, in the request's
+/// extensions: a streaming response (SSE) whose client stopped reading
+/// uses it to drop the connection, since its body is no longer polled.
+#[derive(Clone, Default)]
+pub struct ConnectionControl(Arc<tokio::sync::Notify>);
+
+impl ConnectionControl {
+    /// Closes the connection now (what is buffered is dropped).
+    pub fn abort(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,9 +146,12 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let control = ConnectionControl::default();
+    let abort = Arc::clone(&control.0);
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(switchboard::RemoteAddr(peer));
+            req.extensions_mut().insert(control.clone());
             router.clone().oneshot(req.map(axum::body::Body::new))
         });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -153,6 +169,10 @@ async fn serve_connection<I>(
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
+                return;
+            }
+            () = abort.notified() => {
+                tracing::debug!(%peer, "connection aborted by the server");
                 return;
             }
             changed = stop.changed() => {

@@ -61,6 +61,19 @@ pub(crate) fn refused(app: &Arc<App>, why: Refused) -> Response {
 /// when it was published (for the latency metric).
 pub(crate) type Out = (Bytes, Option<Instant>);
 
+/// What became of a frame pushed to a [`SendQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// Queued.
+    Queued,
+    /// It did not fit: the queue overflowed just now (the connection is a
+    /// slow consumer and must close).
+    Overflowed,
+    /// Not queued: the queue had overflowed before, or the connection is
+    /// gone.
+    Dropped,
+}
+
 /// The send queue of a plain WebSocket or SSE connection, bounded in bytes
 /// (`limits.max_queued_bytes`): a frame that does not fit marks the
 /// connection as a slow consumer (it is then closed; others are not
@@ -88,17 +101,22 @@ impl SendQueue {
         (queue, rx)
     }
 
-    /// Queues a frame; `false` if it did not fit (or the connection is gone).
-    pub(crate) fn push(&self, bytes: Bytes, published: Option<Instant>) -> bool {
+    /// Queues a frame.
+    pub(crate) fn push(&self, bytes: Bytes, published: Option<Instant>) -> Push {
         let len = bytes.len();
         if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.max {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            if !self.overflow.swap(true, Ordering::AcqRel) {
-                self.wake.notify_one();
+            if self.overflow.swap(true, Ordering::AcqRel) {
+                return Push::Dropped;
             }
-            return false;
+            self.wake.notify_one();
+            return Push::Overflowed;
         }
-        self.tx.send((bytes, published)).is_ok()
+        if self.tx.send((bytes, published)).is_ok() {
+            Push::Queued
+        } else {
+            Push::Dropped
+        }
     }
 
     /// `bytes` left the queue (written).

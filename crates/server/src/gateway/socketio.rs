@@ -34,7 +34,11 @@ use crate::node::Publisher;
 /// The Socket.IO server with the limits applied: the packet size, the
 /// send queue, and a handshake check (rate per IP and capacity; refused
 /// with HTTP 403 and the reason as message, as Engine.IO does).
-pub fn build(limits: &LimitsConfig, limiter: Arc<Limiter>) -> SocketIo {
+pub fn build(
+    limits: &LimitsConfig,
+    limiter: Arc<Limiter>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> SocketIo {
     let mut config = switchboard::SocketIoConfig::default();
     config.engine.max_payload = limits.max_message_size;
     config.engine.max_queued_bytes = limits.max_queued_bytes;
@@ -46,7 +50,10 @@ pub fn build(limits: &LimitsConfig, limiter: Arc<Limiter>) -> SocketIo {
         limiter
             .handshake(ip)
             .and_then(|()| limiter.check(ip))
-            .map_err(|why| switchboard::engine::Refusal::new(why.code()))
+            .map_err(|why| {
+                metrics.refusal(why.code());
+                switchboard::engine::Refusal::new(why.code())
+            })
     }));
     SocketIo::builder().config(config).build()
 }
@@ -218,7 +225,8 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
                 let _ = socket.set_data(&Some(identity));
             }
             let ip = socket.handshake().address().map(|a| a.ip());
-            let permit = app.admit(ip).map_err(|why| {
+            // The Engine.IO handshake already counted against the rate.
+            let permit = app.admit_handshaken(ip).map_err(|why| {
                 app.node.metrics().refusal(why.code());
                 ConnectError::new(why.to_string())
                     .with_data(switchboard::Value::from(json!({ "code": why.code() })))

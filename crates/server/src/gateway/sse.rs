@@ -17,7 +17,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Out, SendQueue};
+use super::{Out, Push, SendQueue};
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::channel::ChannelName;
@@ -45,6 +45,9 @@ struct SseSubscriber {
     cursors: HashMap<ChannelName, Arc<Cursor>>,
     positions: Mutex<Positions>,
     app: Arc<App>,
+    /// Drops the TCP connection of a client that stopped reading (its
+    /// body is then no longer polled).
+    control: Option<crate::server::ConnectionControl>,
 }
 
 impl SseSubscriber {
@@ -68,11 +71,21 @@ impl SseSubscriber {
 
     fn enqueue(&self, bytes: Bytes, published: Option<Instant>) -> bool {
         let len = bytes.len();
-        let ok = self.queue.push(bytes, published);
-        if ok {
-            self.app.node.metrics().message_out(Wire::Sse, len);
+        match self.queue.push(bytes, published) {
+            Push::Queued => {
+                self.app.node.metrics().message_out(Wire::Sse, len);
+                true
+            }
+            Push::Overflowed => {
+                tracing::warn!(conn = %self.id, "slow consumer: ending the stream (queue over limits.max_queued_bytes)");
+                self.app.node.metrics().slow_consumer(Wire::Sse);
+                if let Some(control) = &self.control {
+                    control.abort();
+                }
+                false
+            }
+            Push::Dropped => false,
         }
-        ok
     }
 
     fn push(&self, d: &Delivery) -> bool {
@@ -256,6 +269,10 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         queue,
         closing: Mutex::new(None),
         app: Arc::clone(&app),
+        control: req
+            .extensions()
+            .get::<crate::server::ConnectionControl>()
+            .cloned(),
         cursors: channels
             .iter()
             .map(|c| (c.clone(), Arc::new(Cursor::default())))
@@ -363,8 +380,6 @@ impl Body_ {
                 return tail.pop_front();
             }
             if self.sub.queue.overflowed() {
-                tracing::warn!(conn = %self.sub.id, "slow consumer: ending the stream (queue over limits.max_queued_bytes)");
-                self.sub.app.node.metrics().slow_consumer(Wire::Sse);
                 return None;
             }
             if let Some(b) = self.first.next() {

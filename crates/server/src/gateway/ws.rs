@@ -22,7 +22,16 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder};
 
-use super::{Out, SendQueue};
+use super::{Out, Push, SendQueue};
+
+/// Why writing to the client failed.
+enum WriteError {
+    /// The connection is broken.
+    Io,
+    /// The client does not read: a write did not finish within
+    /// [`WRITE_TIMEOUT`], or the queue overflowed meanwhile.
+    Slow,
+}
 use crate::app::App;
 use crate::auth::Identity;
 use crate::channel::ChannelName;
@@ -93,7 +102,7 @@ impl WsSubscriber {
     /// Queues a frame; on overflow marks the connection as a slow consumer.
     fn enqueue(&self, bytes: Bytes, published: Option<Instant>) -> bool {
         let len = bytes.len();
-        let ok = self.queue.push(bytes, published);
+        let ok = self.queue.push(bytes, published) == Push::Queued;
         if ok {
             self.metrics_app.node.metrics().message_out(Wire::Json, len);
         }
@@ -194,7 +203,7 @@ impl Connection {
         &mut self,
         ws: &mut tokio_websockets::WebSocketStream<S>,
         first: Option<Out>,
-    ) -> Result<(), ()>
+    ) -> Result<(), WriteError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -214,18 +223,30 @@ impl Connection {
             }
             ws.flush().await
         };
-        let result = tokio::time::timeout(WRITE_TIMEOUT, write).await;
-        self.sub.queue.written(bytes);
-        match result {
-            Ok(Ok(())) => {
-                let metrics = self.app.node.metrics();
-                for at in published {
-                    metrics.delivery_latency(at.elapsed());
-                }
-                Ok(())
+        // A client that stops reading blocks the write: the queue filling
+        // up meanwhile ends it as surely as the timeout.
+        let queue = &self.sub.queue;
+        let overflow = async {
+            while !queue.overflowed() {
+                queue.wake.notified().await;
             }
-            _ => Err(()),
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(WriteError::Io),
+                Err(_) => Err(WriteError::Slow),
+            },
+            () = overflow => Err(WriteError::Slow),
+        };
+        self.sub.queue.written(bytes);
+        if result.is_ok() {
+            let metrics = self.app.node.metrics();
+            for at in published {
+                metrics.delivery_latency(at.elapsed());
+            }
         }
+        result
     }
 
     async fn run<S>(mut self, mut ws: tokio_websockets::WebSocketStream<S>)
@@ -237,9 +258,7 @@ impl Connection {
         let sub = Arc::clone(&self.sub);
         let close = loop {
             if self.sub.queue.overflowed() {
-                tracing::warn!(conn = %self.sub.id, "slow consumer: closing (queue over limits.max_queued_bytes)");
-                self.app.node.metrics().slow_consumer(Wire::Json);
-                break Some((CloseCode::POLICY_VIOLATION, "slow consumer"));
+                break self.slow_consumer();
             }
             let closing = *self.sub.closing.lock().unwrap_or_else(|e| e.into_inner());
             match closing {
@@ -260,10 +279,14 @@ impl Connection {
                 msg = ws.next() => {
                     let msg = match msg {
                         Some(Ok(msg)) => msg,
-                        Some(Err(_)) => {
+                        Some(Err(e)) => {
                             // A protocol error (e.g. a message over the
                             // limit) has its close frame (1009...) queued.
-                            self.app.node.metrics().refusal("bad_request");
+                            let code = match e {
+                                tokio_websockets::Error::PayloadTooLong { .. } => "message_too_large",
+                                _ => "bad_request",
+                            };
+                            self.app.node.metrics().refusal(code);
                             let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                             break None;
                         }
@@ -316,8 +339,10 @@ impl Connection {
                 }
                 out = self.rx.recv() => {
                     let Some(first) = out else { break None };
-                    if self.write_queued(&mut ws, Some(first)).await.is_err() {
-                        break None;
+                    match self.write_queued(&mut ws, Some(first)).await {
+                        Ok(()) => {}
+                        Err(WriteError::Slow) => break self.slow_consumer(),
+                        Err(WriteError::Io) => break None,
                     }
                 }
                 () = sub.queue.wake.notified() => {}
@@ -336,6 +361,14 @@ impl Connection {
         }
         self.leave_all();
         self.app.node.hub().disconnect(&self.sub.id);
+    }
+
+    /// Records a slow consumer; the close to send (1008), which is given a
+    /// second at most.
+    fn slow_consumer(&self) -> Option<(CloseCode, &'static str)> {
+        tracing::warn!(conn = %self.sub.id, "slow consumer: closing (queue over limits.max_queued_bytes or a stalled write)");
+        self.app.node.metrics().slow_consumer(Wire::Json);
+        Some((CloseCode::POLICY_VIOLATION, "slow consumer"))
     }
 
     fn leave_all(&self) {
