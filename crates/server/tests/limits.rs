@@ -963,3 +963,90 @@ async fn refused_attempts_and_closed_connections_give_their_places_back() {
         5.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sse_reader_is_dropped_and_others_get_everything_in_order() {
+    let mut config = config(LimitsConfig {
+        max_message_size: 16 * 1024,
+        max_queued_bytes: 64 * 1024,
+        ..LimitsConfig::default()
+    });
+    config.channels.insert(
+        "feed".into(),
+        Policy {
+            subscribe: SubscribeRule::Authenticated,
+            publish: PublishRule::Nobody,
+            history_size: 16,
+            history_ttl_secs: 0,
+            history_storage: HistoryStorage::Memory,
+            presence: false,
+            join_leave: false,
+            max_message_size: 64 * 1024,
+        },
+    );
+    let (addr, app) = start(config).await;
+    let feed = ChannelName::parse("feed:firehose").unwrap();
+    let mut reader = authed(addr, &app, "bob").await;
+    assert_eq!(
+        subscribe(&mut reader, feed.as_str(), 1).await["type"],
+        "ack"
+    );
+    // An SSE stream that, once open, is never read again.
+    let token = app.verifier.issue_dev_token("ada", None, 60).unwrap();
+    let slow = sse_open(addr, HOME, &format!("channel={feed}&token={token}")).await;
+    assert_eq!(slow.status, 200, "{}", slow.head);
+    let sse_connections = || app.node.hub().connection_counts()[2];
+    wait_for("the stream to register", || sse_connections() == 1).await;
+
+    let pad = "x".repeat(8 * 1024);
+    let mut published = 0u64;
+    while published < 4096 && sse_connections() == 1 {
+        published += 1;
+        app.node
+            .publish(
+                &feed,
+                json!({ "n": published, "pad": pad }),
+                Publisher::Api,
+                None,
+            )
+            .await
+            .unwrap();
+        let p = publication(&mut reader).await;
+        assert_eq!(p["offset"].as_u64(), Some(published), "in order, none lost");
+    }
+    wait_for("the slow stream to be dropped", || sse_connections() == 0).await;
+    assert_eq!(app.node.hub().subscriber_count(&feed), 1, "only the reader");
+    let text = metrics(addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            "switchboard_slow_consumer_disconnects_total{protocol=\"sse\"}"
+        ),
+        1.0
+    );
+    // Its TCP connection was closed by the server: reading drains what the
+    // kernel held, then finds the end.
+    let mut tcp = slow.tcp;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the slow stream's connection was not closed");
+    // The reader keeps receiving.
+    published += 1;
+    app.node
+        .publish(&feed, json!({ "n": published }), Publisher::Api, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        publication(&mut reader).await["offset"].as_u64(),
+        Some(published)
+    );
+}
