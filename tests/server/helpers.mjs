@@ -17,7 +17,7 @@ export { sleep };
 /** Repository root: this file lives in <root>/tests/server/helpers.mjs. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The API key every test server is started with. */
-export const API_KEY = "test-api-key";
+export const API_KEY = "test-api-key-0123456789";
 /** Default bound of one wait, in milliseconds. */
 export const WAIT_MS = Number(process.env.E2E_WAIT_MS || 5000);
 
@@ -64,9 +64,13 @@ export async function startServer(opts = {}) {
     "--set", `api.key=${API_KEY}`,
     ...(opts.args ?? []),
   ];
+  // SWITCHBOARD_* variables are configuration keys for the server: the
+  // tests' own (SWITCHBOARD_BIN) must not reach it.
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...(opts.env ?? {}) };
+  delete env.SWITCHBOARD_BIN;
   const child = spawn(serverBin(), args, {
     cwd: REPO_ROOT,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...(opts.env ?? {}) },
+    env,
     stdio: ["ignore", "pipe", "pipe"],
   });
   live.add(child);

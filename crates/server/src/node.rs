@@ -61,6 +61,16 @@ pub enum Publisher<'a> {
     },
 }
 
+/// Who reads a channel's presence or history.
+#[derive(Debug, Clone, Copy)]
+pub enum Reader<'a> {
+    /// A backend through the HTTP API: always allowed.
+    Api,
+    /// A client: allowed what it could subscribe to (the channel's policy
+    /// and the token's allowed channels).
+    Client(Option<&'a Identity>),
+}
+
 /// What a subscription with resume gives back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscribed {
@@ -320,12 +330,26 @@ impl Node {
         }
     }
 
+    /// The channel's policy, if `reader` may read the channel (what it
+    /// could subscribe to).
+    fn readable(&self, channel: &ChannelName, reader: Reader<'_>) -> Result<&Policy, NodeError> {
+        let policy = self.policy(channel)?;
+        if let Reader::Client(identity) = reader {
+            let user = identity.map(|i| i.user.as_str());
+            if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
+                return Err(NodeError::Forbidden);
+            }
+        }
+        Ok(policy)
+    }
+
     /// The users present in a channel.
     pub fn presence(
         &self,
         channel: &ChannelName,
+        reader: Reader<'_>,
     ) -> Result<Vec<crate::presence::PresenceEntry>, NodeError> {
-        let policy = self.policy(channel)?;
+        let policy = self.readable(channel, reader)?;
         if !policy.presence {
             return Err(NodeError::Forbidden);
         }
@@ -337,8 +361,9 @@ impl Node {
         &self,
         channel: &ChannelName,
         limit: usize,
+        reader: Reader<'_>,
     ) -> Result<(Vec<Publication>, StreamPosition), NodeError> {
-        let policy = self.policy(channel)?;
+        let policy = self.readable(channel, reader)?;
         Ok(self
             .history(policy)
             .latest(channel, limit, policy.history_ttl())

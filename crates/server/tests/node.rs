@@ -10,7 +10,7 @@ use switchboard_server::auth::Identity;
 use switchboard_server::channel::ChannelName;
 use switchboard_server::history::StreamPosition;
 use switchboard_server::hub::{CloseReason, Delivery, Signal, Subscriber};
-use switchboard_server::node::{Node, NodeError, Publisher};
+use switchboard_server::node::{Node, NodeError, Publisher, Reader};
 
 struct Recorder {
     id: String,
@@ -255,7 +255,7 @@ async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
         }
     }
     assert_eq!(joins, 1);
-    let present = node.presence(&lobby).unwrap();
+    let present = node.presence(&lobby, Reader::Api).unwrap();
     assert_eq!(present.len(), 2);
     assert_eq!(
         (present[0].user.as_str(), present[0].connections),
@@ -292,6 +292,48 @@ async fn presence_counts_users_and_an_idempotent_publish_lands_once() {
         .unwrap();
     assert_eq!(p1.offset, p2.offset);
     assert_eq!(watcher.got.lock().unwrap().len(), 1, "delivered once");
-    let (history, _) = node.history_of(&lobby, 10).await.unwrap();
+    let (history, _) = node.history_of(&lobby, 10, Reader::Api).await.unwrap();
     assert_eq!(history.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_presence_are_read_under_the_subscribe_policy() {
+    let node = node();
+    let (ada, bob) = (user("ada"), user("bob"));
+    let private = ch("user:ada");
+    node.publish(&private, json!("secret"), Publisher::Api, None)
+        .await
+        .unwrap();
+    let lobby = ch("chat:lobby");
+    for (channel, reader, allowed) in [
+        (&private, Reader::Client(Some(&ada)), true),
+        (&private, Reader::Client(Some(&bob)), false),
+        (&private, Reader::Client(None), false),
+        (&private, Reader::Api, true),
+        (&lobby, Reader::Client(None), false),
+        (&lobby, Reader::Client(Some(&bob)), true),
+    ] {
+        let got = node.history_of(channel, 10, reader).await;
+        assert_eq!(got.is_ok(), allowed, "history of {channel} by {reader:?}");
+        if !allowed {
+            assert_eq!(got.unwrap_err().code(), "forbidden");
+        }
+    }
+    assert!(node.presence(&lobby, Reader::Client(Some(&bob))).is_ok());
+    assert_eq!(
+        node.presence(&lobby, Reader::Client(None))
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    let limited = Identity {
+        channels: Some(vec!["chat:other".into()]),
+        ..user("carol")
+    };
+    assert!(
+        node.history_of(&lobby, 10, Reader::Client(Some(&limited)))
+            .await
+            .is_err(),
+        "the token's allowed channels apply too"
+    );
 }

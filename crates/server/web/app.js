@@ -131,8 +131,8 @@ function initials(name) {
 
 /** One of 8 avatar colours, stable per user id. */
 function hue(user) {
-  let x = 0;
-  for (const c of user ?? "") x = (x * 31 + c.charCodeAt(0)) >>> 0;
+  let x = 2166136261; // FNV-1a
+  for (const c of user ?? "") x = Math.imul(x ^ c.charCodeAt(0), 16777619) >>> 0;
   return `hue-${x % 8}`;
 }
 
@@ -147,8 +147,10 @@ const chat = {
   /** peer id -> {peer, name, messages: Map offset -> msg, unread} */
   dms: new Map(),
   dmLoaded: false,
-  /** user id -> display name, learned along the way */
+  /** user id -> display name from the server (presence, join) */
   names: new Map(),
+  /** user id -> display name claimed in published data */
+  claimedNames: new Map(),
   /** {kind: "room"|"dm", id} */
   current: null,
   /** key "channel~epoch~offset" -> notification */
@@ -161,13 +163,20 @@ const roomChannel = (room) => `chat:${room}`;
 const typingChannel = (room) => `typing:${room}`;
 const myChannel = () => `user:${chat.me.user}`;
 
+/** A user's display name: the one the server vouches for (presence, join), else the one claimed in messages. */
 function nameOf(user) {
   if (user === null || user === undefined) return "Server";
-  return chat.names.get(user) ?? user;
+  return chat.names.get(user) ?? chat.claimedNames.get(user) ?? user;
 }
 
-function learnName(user, name) {
-  if (user && typeof name === "string" && name.trim()) chat.names.set(user, name.trim().slice(0, 64));
+/**
+ * Remembers a display name. Names in presence and join signals come from
+ * the server (the token's name); names inside published data are only
+ * claims, used while the server's is unknown.
+ */
+function learnName(user, name, { verified }) {
+  if (!user || typeof name !== "string" || !name.trim()) return;
+  (verified ? chat.names : chat.claimedNames).set(user, name.trim().slice(0, 64));
 }
 
 function room(name) {
@@ -212,11 +221,11 @@ function showAlert(text) {
 function toMessage(p, time) {
   const data = p.data && typeof p.data === "object" ? p.data : { text: String(p.data ?? "") };
   const from = p.from ?? null;
-  if (from && from !== chat.me.user) learnName(from, data.name);
+  if (from && from !== chat.me.user) learnName(from, data.name, { verified: false });
   return {
-    offset: p.offset,
+    offset: Number(p.offset),
     from,
-    name: from === chat.me.user ? chat.me.name : typeof data.name === "string" && data.name ? data.name : nameOf(from),
+    name: from === chat.me.user ? chat.me.name : nameOf(from),
     text: typeof data.text === "string" ? data.text : JSON.stringify(data),
     time: time ?? p.time ?? p.time_ms ?? Date.now(),
     own: from === chat.me.user,
@@ -238,7 +247,7 @@ function messageEl(m, prev) {
     h(
       "div",
       { className: "bubble" },
-      h("p", { className: "meta" }, h("span", { className: "author" }, m.own ? `${m.name} (you)` : m.name), " ", timeEl(m.time)),
+      h("p", { className: "meta" }, h("span", { className: "author", title: m.from ? `@${m.from}` : "Published by the server" }, m.own ? `${m.name} (you)` : m.name), " ", timeEl(m.time)),
       h("p", { className: "text", dataset: { testid: "message-text" } }, m.text),
       m.pending ? h("p", { className: "send-status", dataset: { testid: "send-status" } }, m.status ?? "Sending…") : null,
     ),
@@ -275,7 +284,7 @@ function renderConversation() {
     list.append(prev);
   }
   for (const [localId, p] of pendingSends) {
-    if (isCurrent(p.conv.kind, p.conv.id)) list.append(messageEl({ ...p.msg, localId, pending: true, status: p.status }, null));
+    if (isCurrent(p.conv.kind, p.conv.id)) list.append(pendingEl(localId));
   }
   updateEmptyState();
   scrollToBottom();
@@ -560,7 +569,7 @@ async function refreshPresence(name) {
   try {
     const list = await chat.client.presence(roomChannel(name));
     r.presence = new Map(list.map((p) => [p.user, p]));
-    for (const p of list) if (p.user !== chat.me.user) learnName(p.user, p.name);
+    for (const p of list) if (p.user !== chat.me.user) learnName(p.user, p.name, { verified: true });
     renderPresence();
     renderDmList();
   } catch {
@@ -576,6 +585,23 @@ function schedulePresence(name) {
 
 // ---- sending ------------------------------------------------------------------------
 
+/** The element of a message not acknowledged yet (or failed, with a Retry button). */
+function pendingEl(localId) {
+  const p = pendingSends.get(localId);
+  const li = messageEl({ ...p.msg, localId, pending: true, status: p.status }, null);
+  if (p.failed) {
+    li.classList.add("failed");
+    const retry = h("button", { type: "button", className: "link" }, "Retry");
+    retry.addEventListener("click", () => {
+      pendingSends.delete(localId);
+      li.remove();
+      send(p.msg.text, p.conv);
+    });
+    li.querySelector(".send-status").append(" ", retry);
+  }
+  return li;
+}
+
 async function send(text, conv) {
   const localId = chat.nextLocalId++;
   const msg = { from: chat.me.user, name: chat.me.name, text, time: Date.now(), own: true, system: false };
@@ -583,7 +609,7 @@ async function send(text, conv) {
   pendingSends.set(localId, pending);
   const list = $("messages");
   if (isCurrent(conv.kind, conv.id)) {
-    list.append(messageEl({ ...msg, localId, pending: true, status: pending.status }, null));
+    list.append(pendingEl(localId));
     updateEmptyState();
     scrollToBottom();
   }
@@ -600,23 +626,12 @@ async function send(text, conv) {
     pendingSends.delete(localId);
     list.querySelector(`[data-local="${localId}"]`)?.remove();
     const sent = { ...msg, offset: ack.offset, to: conv.kind === "dm" ? conv.id : null };
-    if (conv.kind === "room") addRoomMessage(room(conv.id), sent, { live: false });
-    else addDm(sent, { live: false });
+    if (conv.kind === "dm") addDm(sent, { live: false });
+    else if (chat.rooms.has(conv.id)) addRoomMessage(chat.rooms.get(conv.id), sent, { live: false });
   } catch (err) {
-    pending.status = `Not sent: ${err.message}`;
-    const li = list.querySelector(`[data-local="${localId}"]`);
-    if (li) {
-      const status = li.querySelector(".send-status");
-      status.textContent = pending.status + " ";
-      const retry = h("button", { type: "button", className: "link" }, "Retry");
-      retry.addEventListener("click", () => {
-        pendingSends.delete(localId);
-        li.remove();
-        send(text, conv);
-      });
-      status.append(retry);
-      li.classList.add("failed");
-    }
+    pending.status = `Not sent: ${err.message}.`;
+    pending.failed = true;
+    list.querySelector(`[data-local="${localId}"]`)?.replaceWith(pendingEl(localId));
   }
 }
 
@@ -753,8 +768,10 @@ function wireChatUi() {
       $("composer").requestSubmit();
     }
   });
+  // Taller while the text has several lines (measured at the one-line height).
   const autosize = () => {
-    input.classList.toggle("multiline", input.value.includes("\n") || input.scrollHeight > 60);
+    input.classList.remove("multiline");
+    if (input.value.includes("\n") || input.scrollHeight > input.clientHeight + 2) input.classList.add("multiline");
   };
   input.addEventListener("input", () => {
     autosize();
@@ -846,7 +863,7 @@ function wireClient(client) {
       if (!p.from || p.from === chat.me.user || !p.data?.typing) return;
       const r = chat.rooms.get(p.channel.slice(7));
       if (!r) return;
-      learnName(p.from, p.data.name);
+      learnName(p.from, p.data.name, { verified: false });
       r.typing.set(p.from, { name: nameOf(p.from), until: Date.now() + TYPING_SHOWN_MS });
       if (isCurrent("room", r.name)) renderTyping();
     } else if (p.channel === myChannel()) {
@@ -858,7 +875,7 @@ function wireClient(client) {
       if (!channel.startsWith("chat:")) return;
       const r = chat.rooms.get(channel.slice(5));
       if (!r) return;
-      if (user !== chat.me.user) learnName(user, name);
+      if (user !== chat.me.user) learnName(user, name, { verified: true });
       if (kind === "join") r.presence.set(user, { user, name, connections: r.presence.get(user)?.connections ?? 1 });
       else {
         r.presence.delete(user);

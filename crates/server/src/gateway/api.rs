@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::channel::ChannelName;
-use crate::node::{NodeError, Publisher};
+use crate::node::{NodeError, Publisher, Reader};
 
 /// An API error: a status and a JSON body `{code, message}`.
 #[derive(Debug)]
@@ -216,7 +216,7 @@ pub async fn presence(
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    match app.node.presence(&ch) {
+    match app.node.presence(&ch, Reader::Api) {
         Ok(p) => Json(json!({ "channel": ch.as_str(), "presence": p })).into_response(),
         Err(e) => node_error(&e).into_response(),
     }
@@ -237,7 +237,7 @@ pub async fn history(
     };
     match app
         .node
-        .history_of(&ch, q.limit.unwrap_or(100).min(1000))
+        .history_of(&ch, q.limit.unwrap_or(100).min(1000), Reader::Api)
         .await
     {
         Ok((items, pos)) => Json(json!({

@@ -29,7 +29,7 @@ use crate::config::LimitsConfig;
 use crate::history::StreamPosition;
 use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
 use crate::limits::{Limiter, MessageRate, Permit, Rate};
-use crate::node::Publisher;
+use crate::node::{Publisher, Reader};
 
 /// The Socket.IO server with the limits applied: the packet size, the
 /// send queue, and a handshake check (rate per IP and capacity; refused
@@ -335,10 +335,13 @@ fn register(
         });
     }
     {
-        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
+        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
         socket.on("presence", move |_: Socket, mut event: Event| {
             let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
-                Ok(channel) => match app.node.presence(&channel) {
+                Ok(channel) => match app
+                    .node
+                    .presence(&channel, Reader::Client(identity.as_ref().as_ref()))
+                {
                     Ok(p) => json!({ "channel": channel.as_str(), "presence": p }),
                     Err(e) => fail(app.node.metrics(), e.code(), e),
                 },
@@ -349,9 +352,9 @@ fn register(
         });
     }
     {
-        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
+        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
         socket.on("history", move |_: Socket, mut event: Event| {
-            let (app, sub) = (Arc::clone(&app), Arc::clone(&sub));
+            let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
             async move {
                 let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
                     Ok(channel) => {
@@ -360,7 +363,8 @@ fn register(
                             .and_then(Value::as_u64)
                             .unwrap_or(100)
                             .min(1000);
-                        match app.node.history_of(&channel, limit as usize).await {
+                        let reader = Reader::Client(identity.as_ref().as_ref());
+                        match app.node.history_of(&channel, limit as usize, reader).await {
                             Ok((items, pos)) => json!({
                                 "channel": channel.as_str(), "offset": pos.offset,
                                 "epoch": pos.epoch, "publications": items,

@@ -38,7 +38,7 @@ use crate::channel::ChannelName;
 use crate::history::StreamPosition;
 use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
 use crate::limits::{MessageRate, Rate};
-use crate::node::Publisher;
+use crate::node::{Publisher, Reader};
 use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
 
 /// How long one write to a client may take.
@@ -293,6 +293,8 @@ impl Connection {
                         None => break None,
                     };
                     if msg.is_close() {
+                        // The framing layer queued the answering close frame.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                         break None;
                     }
                     let Some(text) = msg.as_text() else {
@@ -452,7 +454,11 @@ impl Connection {
                 }
             }
             ClientType::Presence => match channel_arg(&req.payload) {
-                Ok(channel) => match self.app.node.presence(&channel) {
+                Ok(channel) => match self
+                    .app
+                    .node
+                    .presence(&channel, Reader::Client(self.identity.as_ref()))
+                {
                     Ok(present) => json::ack(
                         id,
                         json!({ "channel": channel.as_str(), "presence": present }),
@@ -472,7 +478,16 @@ impl Connection {
                     .and_then(Value::as_u64)
                     .unwrap_or(100)
                     .min(1000);
-                match self.app.node.history_of(&channel, limit as usize).await {
+                match self
+                    .app
+                    .node
+                    .history_of(
+                        &channel,
+                        limit as usize,
+                        Reader::Client(self.identity.as_ref()),
+                    )
+                    .await
+                {
                     Ok((items, pos)) => json::ack(
                         id,
                         json!({ "channel": channel.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items }),
