@@ -362,15 +362,17 @@ impl Cursor {
         }
     }
 
-    /// Ends recovery once everything up to `last_sent` was sent: returns the
-    /// held deliveries still to send, in order, and goes live.
-    pub fn finish(&self, last_sent: u64) -> Vec<Arc<Delivery>> {
+    /// Ends recovery once everything up to `last_sent` was sent: hands the
+    /// held deliveries still to send, in order, to `send`, and goes live.
+    /// `send` runs under the cursor's lock, so a live delivery arriving
+    /// meanwhile waits and is sent after them: never before, never twice.
+    pub fn finish(&self, last_sent: u64, mut send: impl FnMut(&Arc<Delivery>)) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let held = match std::mem::replace(&mut *state, CursorState::Live(last_sent)) {
             CursorState::Recovering(held) => held,
             CursorState::Live(last) => {
                 *state = CursorState::Live(last.max(last_sent));
-                return Vec::new();
+                return;
             }
         };
         let mut out: Vec<_> = held
@@ -379,10 +381,12 @@ impl Cursor {
             .collect();
         out.sort_by_key(|d| d.publication.offset);
         out.dedup_by_key(|d| d.publication.offset);
+        for d in &out {
+            send(d);
+        }
         if let Some(last) = out.last() {
             *state = CursorState::Live(last.publication.offset);
         }
-        out
     }
 }
 
@@ -507,7 +511,8 @@ mod tests {
         for o in [4, 5, 6, 7] {
             assert!(c.on_live(&delivery(o)).is_none());
         }
-        let held: Vec<u64> = c.finish(5).iter().map(|d| d.publication.offset).collect();
+        let mut held = Vec::new();
+        c.finish(5, |d| held.push(d.publication.offset));
         assert_eq!(held, vec![6, 7]);
         assert!(c.on_live(&delivery(7)).is_none(), "already sent");
         assert_eq!(

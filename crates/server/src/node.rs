@@ -255,11 +255,7 @@ impl Node {
         subscriber: Arc<dyn Subscriber>,
         since: Option<&StreamPosition>,
     ) -> Result<Subscribed, NodeError> {
-        let policy = self.policy(channel)?;
-        let user = identity.map(|i| i.user.as_str());
-        if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
-            return Err(NodeError::Forbidden);
-        }
+        let policy = self.may_subscribe(channel, identity)?;
         let conn = subscriber.id().to_owned();
         self.hub.subscribe(channel, subscriber);
         let joined = match (policy.presence, identity) {
@@ -330,17 +326,28 @@ impl Node {
         }
     }
 
+    /// The channel's policy, if `identity` may subscribe to it (the policy
+    /// and the token's allowed channels).
+    pub fn may_subscribe(
+        &self,
+        channel: &ChannelName,
+        identity: Option<&Identity>,
+    ) -> Result<&Policy, NodeError> {
+        let policy = self.policy(channel)?;
+        let user = identity.map(|i| i.user.as_str());
+        if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
+            return Err(NodeError::Forbidden);
+        }
+        Ok(policy)
+    }
+
     /// The channel's policy, if `reader` may read the channel (what it
     /// could subscribe to).
     fn readable(&self, channel: &ChannelName, reader: Reader<'_>) -> Result<&Policy, NodeError> {
-        let policy = self.policy(channel)?;
-        if let Reader::Client(identity) = reader {
-            let user = identity.map(|i| i.user.as_str());
-            if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
-                return Err(NodeError::Forbidden);
-            }
+        match reader {
+            Reader::Api => self.policy(channel),
+            Reader::Client(identity) => self.may_subscribe(channel, identity),
         }
-        Ok(policy)
     }
 
     /// The users present in a channel.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,16 +85,16 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 fn authorized_body<T>(
     app: &App,
     headers: &HeaderMap,
-    body: Option<Json<T>>,
+    body: Result<Json<T>, JsonRejection>,
     shape: &str,
 ) -> Result<T, ApiError> {
     authorize(app, headers)?;
     match body {
-        Some(Json(body)) => Ok(body),
-        None => Err(error(
+        Ok(Json(body)) => Ok(body),
+        Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("expected a JSON body {shape}"),
+            format!("expected a JSON body {shape}: {}", e.body_text()),
         )),
     }
 }
@@ -127,7 +128,7 @@ pub struct PublishBody {
 pub async fn publish(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Option<Json<PublishBody>>,
+    body: Result<Json<PublishBody>, JsonRejection>,
 ) -> Response {
     let body = match authorized_body(&app, &headers, body, "{channel, data}") {
         Ok(b) => b,
@@ -159,7 +160,7 @@ pub struct BroadcastBody {
 pub async fn broadcast(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Option<Json<BroadcastBody>>,
+    body: Result<Json<BroadcastBody>, JsonRejection>,
 ) -> Response {
     let body = match authorized_body(&app, &headers, body, "{channels, data}") {
         Ok(b) => b,
@@ -276,7 +277,7 @@ pub struct DisconnectBody {
 pub async fn disconnect(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Option<Json<DisconnectBody>>,
+    body: Result<Json<DisconnectBody>, JsonRejection>,
 ) -> Response {
     let body = match authorized_body(&app, &headers, body, "{user}") {
         Ok(b) => b,

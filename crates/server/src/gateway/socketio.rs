@@ -27,7 +27,7 @@ use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::config::LimitsConfig;
 use crate::history::StreamPosition;
-use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
+use crate::hub::{CloseReason, Cursor, Cursors, Delivery, Signal, Subscriber, Wire};
 use crate::limits::{Limiter, MessageRate, Permit, Rate};
 use crate::node::{Publisher, Reader};
 
@@ -283,12 +283,15 @@ fn register(
                     let _ = event.ack(&refusal);
                     return;
                 }
-                let (answer, held) =
+                let (answer, resumed) =
                     subscribe(&app, &sub, identity.as_ref().as_ref(), &event).await;
                 let _ = event.ack(&answer);
-                // Publications that arrived while subscribing follow the ack.
-                for d in held {
-                    sub.push(&d);
+                // Publications that arrived while subscribing follow the ack
+                // (the cursor held them until now), then the live ones.
+                if let Some((cursor, last_sent)) = resumed {
+                    cursor.finish(last_sent, |d| {
+                        sub.push(d);
+                    });
                 }
             }
         });
@@ -403,26 +406,23 @@ async fn subscribe(
     sub: &Arc<SioSubscriber>,
     identity: Option<&Identity>,
     event: &Event,
-) -> (Value, Vec<Arc<Delivery>>) {
+) -> (Value, Option<(Arc<Cursor>, u64)>) {
     let metrics = app.node.metrics();
     let channel = match channel_arg(app, event) {
         Ok(c) => c,
-        Err(e) => return (e, Vec::new()),
+        Err(e) => return (e, None),
     };
     let max = app.limits().max_subscriptions;
     if !sub.cursors.contains(&channel) && sub.cursors.len() >= max {
         let message = format!("at most {max} subscriptions per connection");
-        return (fail(metrics, "too_many_subscriptions", message), Vec::new());
+        return (fail(metrics, "too_many_subscriptions", message), None);
     }
     let since: Option<StreamPosition> = match arg_json(event).get("since") {
         None | Some(Value::Null) => None,
         Some(v) => match serde_json::from_value(v.clone()) {
             Ok(p) => Some(p),
             Err(e) => {
-                return (
-                    fail(metrics, "bad_request", format!("since: {e}")),
-                    Vec::new(),
-                );
+                return (fail(metrics, "bad_request", format!("since: {e}")), None);
             }
         },
     };
@@ -441,11 +441,11 @@ async fn subscribe(
                 "recovered": s.recovered,
                 "publications": s.missed,
             });
-            (answer, cursor.finish(s.position.offset))
+            (answer, Some((cursor, s.position.offset)))
         }
         Err(e) => {
             sub.cursors.remove(&channel);
-            (fail(metrics, e.code(), e), Vec::new())
+            (fail(metrics, e.code(), e), None)
         }
     }
 }

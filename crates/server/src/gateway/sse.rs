@@ -23,6 +23,7 @@ use crate::auth::{AuthError, Identity};
 use crate::channel::ChannelName;
 use crate::hub::{CloseReason, Cursor, Delivery, Signal, Subscriber, Wire};
 use crate::limits::Permit;
+use crate::node::NodeError;
 use crate::wire::sse::{self, Positions};
 
 /// Interval of heartbeat comments.
@@ -246,6 +247,19 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         },
         None => None,
     };
+    // Every channel is checked before anything is subscribed: a refused
+    // stream leaves no trace (no join and leave for the others to see).
+    for channel in &channels {
+        if let Err(e) = app.node.may_subscribe(channel, identity.as_ref()) {
+            let (status, code) = match (&e, &identity) {
+                (NodeError::UnknownNamespace, _) => (StatusCode::BAD_REQUEST, e.code()),
+                (_, None) => (StatusCode::UNAUTHORIZED, AuthError::Missing.code()),
+                (_, Some(_)) => (StatusCode::FORBIDDEN, e.code()),
+            };
+            app.node.metrics().refusal(code);
+            return error(status, code, &format!("{channel}: {e}"));
+        }
+    }
     let permit = match app.admit(super::peer_ip(&req)) {
         Ok(p) => p,
         Err(why) => return super::refused(&app, why),
@@ -302,18 +316,9 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         let s = match result {
             Ok(s) => s,
             Err(e) => {
-                let status = if identity.is_none() {
-                    StatusCode::UNAUTHORIZED
-                } else {
-                    StatusCode::FORBIDDEN
-                };
-                let code = if identity.is_none() {
-                    AuthError::Missing.code()
-                } else {
-                    e.code()
-                };
-                app.node.metrics().refusal(code);
-                return error(status, code, &format!("{channel}: {e}"));
+                // Checked above: only the storage can fail here.
+                tracing::error!(%channel, error = %e, "subscribing an SSE stream failed");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), &e.to_string());
             }
         };
         leave.channels.push(channel.clone());
@@ -334,9 +339,9 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
             let d = Delivery::new(channel.clone(), s.position.epoch.clone(), p);
             first.push(sub.event(&d));
         }
-        for d in sub.cursors[channel].finish(s.position.offset) {
-            sub.push(&d);
-        }
+        sub.cursors[channel].finish(s.position.offset, |d| {
+            sub.push(d);
+        });
     }
 
     let stream = async_stream(first, rx, leave, sub);

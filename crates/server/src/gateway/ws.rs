@@ -355,10 +355,19 @@ impl Connection {
             }
         };
         if let Some((code, reason)) = close {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                ws.send(Message::close(Some(code), reason)),
-            )
+            // The closing handshake: send the close, then read (and drop)
+            // what the client still sends until its close or its end, so
+            // the connection is not reset with unread data (a reset would
+            // lose the close frame on the client's side).
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                if ws.send(Message::close(Some(code), reason)).await.is_ok() {
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_close() {
+                            break;
+                        }
+                    }
+                }
+            })
             .await;
         }
         self.leave_all();
@@ -541,9 +550,9 @@ impl Connection {
                     }),
                 );
                 // Live publications that arrived meanwhile follow the ack.
-                for d in cursor.finish(s.position.offset) {
-                    self.sub.push(&d);
-                }
+                cursor.finish(s.position.offset, |d| {
+                    self.sub.push(d);
+                });
                 answer
             }
             Err(e) => {

@@ -72,6 +72,15 @@ async fn finish(ws: &mut Ws, code: Option<CloseCode>, close: bool) {
         } else {
             let _ = ws.flush().await;
         }
+        // The closing handshake: read (and drop) what the client still
+        // sends until its close or its end. Dropping a socket with unread
+        // data resets it, and the reset can destroy the close frame and
+        // the last packets before the client reads them.
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
     }))
     .await
     .ok();
