@@ -35,8 +35,9 @@ pub enum Wire {
     Sse = 2,
 }
 
-/// Encoded bytes shared by every subscriber of one protocol.
-pub type Encoded = Arc<[u8]>;
+/// Encoded bytes shared by every subscriber of one protocol (a clone is a
+/// reference count, no copy and no allocation).
+pub type Encoded = bytes::Bytes;
 
 impl Delivery {
     /// A delivery of `publication` in `channel`.
@@ -53,7 +54,7 @@ impl Delivery {
     /// The encoding for `wire`, made by `encode` the first time only.
     pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Delivery) -> Vec<u8>) -> Encoded {
         self.encodings[wire as usize]
-            .get_or_init(|| encode(self).into())
+            .get_or_init(|| bytes::Bytes::from(encode(self)))
             .clone()
     }
 }
@@ -117,7 +118,7 @@ impl Signal {
     /// The encoding for `wire`, made by `encode` the first time only.
     pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Signal) -> Vec<u8>) -> Encoded {
         self.encodings[wire as usize]
-            .get_or_init(|| encode(self).into())
+            .get_or_init(|| bytes::Bytes::from(encode(self)))
             .clone()
     }
 }
@@ -550,7 +551,7 @@ mod tests {
             "one per protocol"
         );
         let (ga, gb) = (a.got.lock().unwrap(), b.got.lock().unwrap());
-        assert!(Arc::ptr_eq(&ga[0], &gb[0]), "the same bytes, not a copy");
+        assert_eq!(ga[0].as_ptr(), gb[0].as_ptr(), "the same bytes, not a copy");
         drop((ga, gb));
         assert!(hub.unsubscribe(&ch, "a"));
         assert!(!hub.unsubscribe(&ch, "a"));

@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard::protocol::socketio::{self, Args, Encoded};
 use switchboard::{ConnectError, DisconnectReason, Event, Socket, SocketIo};
@@ -86,7 +85,7 @@ impl SioSubscriber {
             .metrics()
             .message_out(Wire::SocketIo, text.len());
         let packet = Encoded {
-            text: Bytes::from_owner(text),
+            text,
             attachments: Vec::new(),
         };
         self.socket.emit_encoded(&packet).is_ok()

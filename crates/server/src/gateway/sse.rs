@@ -110,7 +110,7 @@ impl Subscriber for SseSubscriber {
         let event = s.encoded(Wire::Sse, |s| {
             sse::event(None, s.kind.as_str(), s.body().to_string().as_bytes())
         });
-        self.enqueue(Bytes::from_owner(event), None)
+        self.enqueue(event, None)
     }
 
     fn close(&self, reason: CloseReason) {

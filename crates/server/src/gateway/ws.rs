@@ -111,7 +111,7 @@ impl WsSubscriber {
 
     fn push(&self, d: &Arc<Delivery>) -> bool {
         let encoded = d.encoded(Wire::Json, json::publication);
-        self.enqueue(Bytes::from_owner(encoded), Some(d.published))
+        self.enqueue(encoded, Some(d.published))
     }
 }
 
@@ -131,7 +131,7 @@ impl Subscriber for WsSubscriber {
         let encoded = s.encoded(Wire::Json, |s| {
             json::encode(s.kind.as_str(), s.body(), None).into_bytes()
         });
-        self.enqueue(Bytes::from_owner(encoded), None)
+        self.enqueue(encoded, None)
     }
 
     fn close(&self, reason: CloseReason) {
