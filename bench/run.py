@@ -292,6 +292,17 @@ NOTES = """
   Node socket.io from 200/s.
 - **Idle**: RSS growth over the whole process divided by N, allocator
   effects included; the raw baseline keeps a socket and a few bytes.
+- **switchboard server**: each delivery goes through the subscriber's resume
+  cursor (a map lookup and a lock, so a replay and live traffic never
+  interleave), counts in the metrics (including a clock read for the
+  latency histogram), and is emitted socket by socket; a profile at 500
+  publishes/s to 1k subscribers (`perf record -g`) showed the session queue
+  push 13%, the cursor lookup 12%, the rest spread over wakeups, the
+  kernel's TCP path and allocation, with the core saturated near 500k
+  deliveries/s. The library's room broadcast skips all of that, hence the
+  gap; at 1k subscribers the p99 bound (100 ms) is reached first. An idle
+  server connection also carries its subscriber, its registration and its
+  handlers (about 2 KiB more than the library's).
 """
 
 
@@ -379,6 +390,10 @@ nothing worth reading.
 - {meta['rustc']}; Node {meta['node']}
 - socketioxide {vers.get('socketioxide')}, socket.io {vers.get('socket.io')} (bufferutil {vers.get('bufferutil')}, utf-8-validate {vers.get('utf-8-validate')}), tokio {vers.get('tokio')}, hyper {vers.get('hyper')}, tokio-websockets {vers.get('tokio-websockets')}
 - {args.repeat} run(s) per scenario and server; median with [min-max]
+- the date is the latest run's: a partial run (`--servers`, `--only`)
+  replaces only its own figures in `bench/last-run.json` (the `switchboard
+  server` column was measured on 2026-11-22 at 06:26-06:35 UTC, the others
+  earlier the same day, on this machine)
 
 ## Results
 
