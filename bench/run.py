@@ -391,9 +391,8 @@ nothing worth reading.
 - socketioxide {vers.get('socketioxide')}, socket.io {vers.get('socket.io')} (bufferutil {vers.get('bufferutil')}, utf-8-validate {vers.get('utf-8-validate')}), tokio {vers.get('tokio')}, hyper {vers.get('hyper')}, tokio-websockets {vers.get('tokio-websockets')}
 - {args.repeat} run(s) per scenario and server; median with [min-max]
 - the date is the latest run's: a partial run (`--servers`, `--only`)
-  replaces only its own figures in `bench/last-run.json` (the `switchboard
-  server` column was measured on 2026-11-22 at 06:26-06:35 UTC, the others
-  earlier the same day, on this machine)
+  replaces only its own figures in `bench/last-run.json`, the others stay
+  from the run that measured them
 
 ## Results
 
