@@ -3,11 +3,13 @@
 
 mod common;
 
+use common::{Ws, ws_answer as answer, ws_authed as authed, ws_next as next, ws_send as send};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use switchboard_server::app::App;
 use switchboard_server::channel::{
@@ -17,9 +19,7 @@ use switchboard_server::config::{Config, LimitsConfig};
 use switchboard_server::node::Publisher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, Message};
-
-type Ws = tokio_websockets::WebSocketStream<TcpStream>;
+use tokio_websockets::Message;
 
 /// The bound of every single wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -239,67 +239,6 @@ async fn refusals(addr: SocketAddr, reason: &str) -> f64 {
 
 // ---------------------------------------------------------------- WebSocket
 
-async fn ws_connect(addr: SocketAddr) -> Ws {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    ClientBuilder::new()
-        .uri(&format!("ws://{addr}/ws"))
-        .unwrap()
-        .connect_on(stream)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// The next text message, or `Err(close code)` when the connection ends
-/// (0: without a close frame).
-async fn next(ws: &mut Ws) -> Result<Value, u16> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out")
-        {
-            Some(Ok(m)) if m.is_close() => return Err(m.as_close().map_or(0, |(c, _)| c.into())),
-            Some(Ok(m)) => {
-                if let Some(t) = m.as_text() {
-                    return Ok(serde_json::from_str(t).unwrap());
-                }
-            }
-            _ => return Err(0),
-        }
-    }
-}
-
-/// The answer to request `id` (publications and signals pass by).
-async fn answer(ws: &mut Ws, id: &Value) -> Value {
-    loop {
-        let m = next(ws).await.expect("closed");
-        if &m["id"] == id {
-            return m;
-        }
-        assert!(
-            ["message", "join", "leave"].contains(&m["type"].as_str().unwrap_or("")),
-            "unexpected {m}"
-        );
-    }
-}
-
-async fn authed(addr: SocketAddr, app: &App, user: &str) -> Ws {
-    let mut ws = ws_connect(addr).await;
-    let token = app.verifier.issue_dev_token(user, Some(user), 600).unwrap();
-    send(
-        &mut ws,
-        json!({"type": "auth", "payload": {"token": token}, "id": "auth"}),
-    )
-    .await;
-    let a = answer(&mut ws, &json!("auth")).await;
-    assert_eq!(a["type"], "ack", "{a}");
-    ws
-}
-
 async fn subscribe(ws: &mut Ws, channel: &str, id: i64) -> Value {
     send(
         ws,
@@ -329,6 +268,30 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Small send queues (64 KiB) and a `feed` namespace only the API
+/// publishes to, for the slow-reader tests.
+fn slow_reader_config() -> Config {
+    let mut config = config(LimitsConfig {
+        max_message_size: 16 * 1024,
+        max_queued_bytes: 64 * 1024,
+        ..LimitsConfig::default()
+    });
+    config.channels.insert(
+        "feed".into(),
+        Policy {
+            subscribe: SubscribeRule::Authenticated,
+            publish: PublishRule::Nobody,
+            history_size: 16,
+            history_ttl_secs: 0,
+            history_storage: HistoryStorage::Memory,
+            presence: false,
+            join_leave: false,
+            max_message_size: 64 * 1024,
+        },
+    );
+    config
 }
 
 // -------------------------------------------------------------------- tests
@@ -807,24 +770,7 @@ async fn a_polling_post_over_the_size_limit_gets_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_is_disconnected_and_others_get_everything_in_order() {
-    let mut config = config(LimitsConfig {
-        max_message_size: 16 * 1024,
-        max_queued_bytes: 64 * 1024,
-        ..LimitsConfig::default()
-    });
-    config.channels.insert(
-        "feed".into(),
-        Policy {
-            subscribe: SubscribeRule::Authenticated,
-            publish: PublishRule::Nobody,
-            history_size: 16,
-            history_ttl_secs: 0,
-            history_storage: HistoryStorage::Memory,
-            presence: false,
-            join_leave: false,
-            max_message_size: 64 * 1024,
-        },
-    );
+    let config = slow_reader_config();
     let (addr, app) = start(config).await;
     let feed = ChannelName::parse("feed:firehose").unwrap();
     let mut reader = authed(addr, &app, "bob").await;
@@ -966,24 +912,7 @@ async fn refused_attempts_and_closed_connections_give_their_places_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sse_reader_is_dropped_and_others_get_everything_in_order() {
-    let mut config = config(LimitsConfig {
-        max_message_size: 16 * 1024,
-        max_queued_bytes: 64 * 1024,
-        ..LimitsConfig::default()
-    });
-    config.channels.insert(
-        "feed".into(),
-        Policy {
-            subscribe: SubscribeRule::Authenticated,
-            publish: PublishRule::Nobody,
-            history_size: 16,
-            history_ttl_secs: 0,
-            history_storage: HistoryStorage::Memory,
-            presence: false,
-            join_leave: false,
-            max_message_size: 64 * 1024,
-        },
-    );
+    let config = slow_reader_config();
     let (addr, app) = start(config).await;
     let feed = ChannelName::parse("feed:firehose").unwrap();
     let mut reader = authed(addr, &app, "bob").await;

@@ -4,20 +4,19 @@
 
 mod common;
 
+use common::{Ws, ws_answer as answer, ws_authed as authed, ws_next as next, ws_send as send};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use switchboard_server::app::App;
 use switchboard_server::channel::ChannelName;
 use switchboard_server::node::Publisher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, Message};
-
-type Ws = tokio_websockets::WebSocketStream<TcpStream>;
 
 /// The bound of every single wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -190,50 +189,6 @@ async fn metric_until(addr: SocketAddr, series: &str, ok: impl Fn(Option<f64>) -
 
 // ---------------------------------------------------------------- clients
 
-async fn ws_connect(addr: SocketAddr) -> Ws {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    ClientBuilder::new()
-        .uri(&format!("ws://{addr}/ws"))
-        .unwrap()
-        .connect_on(stream)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// The next text message, or `Err(close code)` when the connection ends
-/// (0: without a close frame).
-async fn next(ws: &mut Ws) -> Result<Value, u16> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out")
-        {
-            Some(Ok(m)) if m.is_close() => return Err(m.as_close().map_or(0, |(c, _)| c.into())),
-            Some(Ok(m)) => {
-                if let Some(t) = m.as_text() {
-                    return Ok(serde_json::from_str(t).unwrap());
-                }
-            }
-            _ => return Err(0),
-        }
-    }
-}
-
-/// The answer to request `id` (publications and signals pass by).
-async fn answer(ws: &mut Ws, id: &Value) -> Value {
-    loop {
-        let m = next(ws).await.expect("closed");
-        if &m["id"] == id {
-            return m;
-        }
-    }
-}
-
 /// Everything until the connection ends, and how it ended.
 async fn until_closed(ws: &mut Ws) -> (Vec<Value>, u16) {
     let mut seen = Vec::new();
@@ -243,18 +198,6 @@ async fn until_closed(ws: &mut Ws) -> (Vec<Value>, u16) {
             Err(code) => return (seen, code),
         }
     }
-}
-
-async fn authed(addr: SocketAddr, app: &App, user: &str) -> Ws {
-    let mut ws = ws_connect(addr).await;
-    let token = app.verifier.issue_dev_token(user, Some(user), 600).unwrap();
-    send(
-        &mut ws,
-        json!({"type": "auth", "payload": {"token": token}, "id": "auth"}),
-    )
-    .await;
-    assert_eq!(answer(&mut ws, &json!("auth")).await["type"], "ack");
-    ws
 }
 
 async fn subscribed(addr: SocketAddr, app: &App, user: &str) -> Ws {
