@@ -156,8 +156,16 @@ struct Registered {
     user: Option<String>,
 }
 
+/// A connection's subscription to a channel: the connection, and the
+/// cursor that orders its deliveries while it resumes (if it can resume).
+#[derive(Clone)]
+struct Subscription {
+    sub: Arc<dyn Subscriber>,
+    cursor: Option<Arc<Cursor>>,
+}
+
 /// The subscribers of one channel, by connection id.
-type Subscribers = HashMap<String, Arc<dyn Subscriber>>;
+type Subscribers = HashMap<String, Subscription>;
 
 /// This node's subscribers by channel, and its connections by id.
 #[derive(Default)]
@@ -254,17 +262,36 @@ impl Hub {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&signal.channel)
-            .map(|s| s.values().cloned().collect())
+            .map(|s| s.values().map(|e| Arc::clone(&e.sub)).collect())
             .unwrap_or_default();
         subs.iter().filter(|s| s.signal(signal)).count()
     }
 
     /// Subscribes a connection; `false` if it already was.
     pub fn subscribe(&self, channel: &ChannelName, subscriber: Arc<dyn Subscriber>) -> bool {
+        self.subscribe_with(channel, subscriber, None)
+    }
+
+    /// Subscribes a connection whose live deliveries pass through `cursor`
+    /// (held while it resumes, never repeated): the hub applies it, so a
+    /// delivery costs no lookup in the connection's own state.
+    pub fn subscribe_with(
+        &self,
+        channel: &ChannelName,
+        subscriber: Arc<dyn Subscriber>,
+        cursor: Option<Arc<Cursor>>,
+    ) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let subs = channels.entry(channel.clone()).or_default();
-        subs.insert(subscriber.id().to_owned(), subscriber)
-            .is_none()
+        let id = subscriber.id().to_owned();
+        subs.insert(
+            id,
+            Subscription {
+                sub: subscriber,
+                cursor,
+            },
+        )
+        .is_none()
     }
 
     /// Unsubscribes a connection; `false` if it was not subscribed.
@@ -292,14 +319,20 @@ impl Hub {
     /// Hands a delivery to every subscriber of its channel. The lock is
     /// released before anything is delivered. Returns how many took it.
     pub fn publish(&self, delivery: &Arc<Delivery>) -> usize {
-        let subs: Vec<Arc<dyn Subscriber>> = self
+        let subs: Vec<Subscription> = self
             .channels
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&delivery.channel)
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
-        subs.iter().filter(|s| s.deliver(delivery)).count()
+        subs.iter()
+            .filter(|s| match &s.cursor {
+                None => s.sub.deliver(delivery),
+                // Held (resuming) or already sent: taken care of.
+                Some(cursor) => cursor.on_live(delivery).is_none_or(|d| s.sub.deliver(&d)),
+            })
+            .count()
     }
 
     /// Number of subscribers of a channel on this node.
@@ -427,15 +460,14 @@ impl Cursors {
         self.map().remove(channel);
     }
 
+    /// The cursor of a channel, if subscribed.
+    pub fn get(&self, channel: &ChannelName) -> Option<Arc<Cursor>> {
+        self.map().get(channel).cloned()
+    }
+
     /// Forgets every channel and returns them.
     pub fn drain(&self) -> Vec<ChannelName> {
         self.map().drain().map(|(c, _)| c).collect()
-    }
-
-    /// A live delivery through its channel's cursor: `Some` to send now.
-    pub fn on_live(&self, d: &Arc<Delivery>) -> Option<Arc<Delivery>> {
-        let cursor = self.map().get(&d.channel).cloned();
-        cursor.and_then(|c| c.on_live(d))
     }
 }
 

@@ -255,9 +255,24 @@ impl Node {
         subscriber: Arc<dyn Subscriber>,
         since: Option<&StreamPosition>,
     ) -> Result<Subscribed, NodeError> {
+        self.subscribe_resuming(channel, identity, subscriber, None, since)
+            .await
+    }
+
+    /// [`Node::subscribe`] with the subscription's cursor: the hub passes
+    /// live deliveries through it (see [`crate::hub::Cursor`]), so the
+    /// gateway only has to finish it once `missed` is sent.
+    pub async fn subscribe_resuming(
+        &self,
+        channel: &ChannelName,
+        identity: Option<&Identity>,
+        subscriber: Arc<dyn Subscriber>,
+        cursor: Option<Arc<crate::hub::Cursor>>,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, NodeError> {
         let policy = self.may_subscribe(channel, identity)?;
         let conn = subscriber.id().to_owned();
-        self.hub.subscribe(channel, subscriber);
+        self.hub.subscribe_with(channel, subscriber, cursor);
         let joined = match (policy.presence, identity) {
             (true, Some(id)) => {
                 self.presence

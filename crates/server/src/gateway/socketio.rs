@@ -142,10 +142,7 @@ impl Subscriber for SioSubscriber {
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
-        match self.cursors.on_live(d) {
-            Some(d) => self.push(&d),
-            None => true,
-        }
+        self.push(d)
     }
 
     fn signal(&self, s: &Arc<Signal>) -> bool {
@@ -429,7 +426,13 @@ async fn subscribe(
     let subscriber: Arc<dyn Subscriber> = Arc::clone(sub) as Arc<dyn Subscriber>;
     match app
         .node
-        .subscribe(&channel, identity, subscriber, since.as_ref())
+        .subscribe_resuming(
+            &channel,
+            identity,
+            subscriber,
+            Some(Arc::clone(&cursor)),
+            since.as_ref(),
+        )
         .await
     {
         Ok(s) => {

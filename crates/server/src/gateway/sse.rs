@@ -100,10 +100,7 @@ impl Subscriber for SseSubscriber {
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
-        match self.cursors.get(&d.channel).and_then(|c| c.on_live(d)) {
-            Some(d) => self.push(&d),
-            None => true,
-        }
+        self.push(d)
     }
 
     fn signal(&self, s: &Arc<Signal>) -> bool {
@@ -311,7 +308,13 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         let subscriber: Arc<dyn Subscriber> = Arc::clone(&sub) as Arc<dyn Subscriber>;
         let result = app
             .node
-            .subscribe(channel, identity.as_ref(), subscriber, last.get(channel))
+            .subscribe_resuming(
+                channel,
+                identity.as_ref(),
+                subscriber,
+                Some(Arc::clone(&sub.cursors[channel])),
+                last.get(channel),
+            )
             .await;
         let s = match result {
             Ok(s) => s,

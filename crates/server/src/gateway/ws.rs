@@ -121,10 +121,7 @@ impl Subscriber for WsSubscriber {
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
-        match self.cursors.on_live(d) {
-            Some(d) => self.push(&d),
-            None => true,
-        }
+        self.push(d)
     }
 
     fn signal(&self, s: &Arc<Signal>) -> bool {
@@ -535,7 +532,13 @@ impl Connection {
         match self
             .app
             .node
-            .subscribe(&channel, self.identity.as_ref(), subscriber, since.as_ref())
+            .subscribe_resuming(
+                &channel,
+                self.identity.as_ref(),
+                subscriber,
+                Some(Arc::clone(&cursor)),
+                since.as_ref(),
+            )
             .await
         {
             Ok(s) => {
