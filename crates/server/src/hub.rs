@@ -465,6 +465,11 @@ impl Cursors {
         self.map().get(channel).cloned()
     }
 
+    /// The channels.
+    pub fn channels(&self) -> Vec<ChannelName> {
+        self.map().keys().cloned().collect()
+    }
+
     /// Forgets every channel and returns them.
     pub fn drain(&self) -> Vec<ChannelName> {
         self.map().drain().map(|(c, _)| c).collect()

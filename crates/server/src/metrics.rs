@@ -104,6 +104,12 @@ impl Metrics {
 
     /// Something refused, by its code (unknown codes are not counted).
     pub fn refusal(&self, code: &str) {
+        // Every token error (`token_expired`...) is an authentication refusal.
+        let code = if code.starts_with("token_") {
+            "unauthenticated"
+        } else {
+            code
+        };
         if let Some(i) = REFUSALS.iter().position(|r| *r == code) {
             self.refusals[i].fetch_add(1, Ordering::Relaxed);
         }

@@ -85,6 +85,24 @@ pub struct Subscribed {
     pub joined: bool,
 }
 
+/// Unsubscribes a half-made subscription when dropped while armed.
+struct Undo<'a> {
+    node: &'a Node,
+    channel: &'a ChannelName,
+    identity: Option<&'a Identity>,
+    conn: &'a str,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.node
+                .unsubscribe(self.channel, self.identity, self.conn);
+        }
+    }
+}
+
 /// The server's shared state.
 pub struct Node {
     config: Arc<Config>,
@@ -273,6 +291,15 @@ impl Node {
         let policy = self.may_subscribe(channel, identity)?;
         let conn = subscriber.id().to_owned();
         self.hub.subscribe_with(channel, subscriber, cursor);
+        // Undone if this fails or is cancelled (the client went away while
+        // history was read): no orphan subscription, presence or cursor.
+        let mut undo = Undo {
+            node: self,
+            channel,
+            identity,
+            conn: &conn,
+            armed: true,
+        };
         let joined = match (policy.presence, identity) {
             (true, Some(id)) => {
                 self.presence
@@ -302,6 +329,7 @@ impl Node {
                 Recovery::NotRecovered { current } => (false, Vec::new(), current),
             },
         };
+        undo.armed = false;
         Ok(Subscribed {
             position,
             recovered,

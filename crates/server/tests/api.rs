@@ -147,3 +147,40 @@ async fn channels_info_and_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors_after_the_key_is_checked() {
+    let (addr, _app) = start().await;
+    // No key: 401 first, whatever the query.
+    let (status, body) = call(addr, "GET", "/api/history", None, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("api_key_missing"))
+    );
+    // A key but no channel: a JSON 400.
+    let (status, body) = call(addr, "GET", "/api/presence", KEY, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    // A body that is not JSON, or not the expected shape: a JSON 400.
+    for raw in [
+        "{not json",
+        r#"{"channel": 5, "data": 1}"#,
+        r#"{"data": 1}"#,
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: apikey test-api-key-0123456789\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{raw}",
+            raw.len()
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{raw}: {out}");
+        let body = &out[out.find('{').unwrap()..=out.rfind('}').unwrap()];
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "bad_request", "{raw}: {out}");
+    }
+}

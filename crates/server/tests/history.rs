@@ -157,3 +157,44 @@ async fn sqlite_history_survives_a_reopen() {
         .unwrap();
     assert_eq!(next.publication.offset, 4);
 }
+
+/// A channel never published to reads as offset 0 with the store's epoch,
+/// the same epoch its first publication gets: a client that subscribed
+/// before anything was published resumes it all.
+async fn unknown_channels_read_as_empty(h: &dyn History) {
+    let ch = ChannelName::parse("chat:made-up").unwrap();
+    let (items, before) = h.latest(&ch, 10, None).await.unwrap();
+    assert!(items.is_empty());
+    assert_eq!(before.offset, 0);
+    let a = h
+        .append(&ch, json!(1), None, &opts(10, None))
+        .await
+        .unwrap();
+    assert_eq!(a.epoch, before.epoch, "the read epoch is the stream's");
+    match h.since(&ch, &before, None).await.unwrap() {
+        Recovery::Recovered(missed) => assert_eq!(missed.len(), 1),
+        other => panic!("not recovered: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reads_of_unknown_channels_store_nothing() {
+    unknown_channels_read_as_empty(&MemoryHistory::default()).await;
+    let path = temp_db("unknown");
+    let h = SqliteHistory::open(&path).unwrap();
+    unknown_channels_read_as_empty(&h).await;
+    for i in 0..50 {
+        let ch = ChannelName::parse(&format!("chat:probe-{i}")).unwrap();
+        h.latest(&ch, 1, None).await.unwrap();
+        let pos = StreamPosition {
+            offset: 3,
+            epoch: "e".into(),
+        };
+        h.since(&ch, &pos, None).await.unwrap();
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let streams: i64 = db
+        .query_row("SELECT COUNT(*) FROM streams", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(streams, 1, "only the channel that was published to");
+}

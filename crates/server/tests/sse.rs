@@ -196,3 +196,50 @@ async fn refusals_are_json_with_stable_codes() {
     let s = Stream::open(addr, "channel=chat:lobby", &[("Cookie", &cookie)]).await;
     assert_eq!(s.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_events_keep_every_channel_position_in_their_ids() {
+    let (addr, app) = start().await;
+    let token = app.verifier.issue_dev_token("ada", None, 60).unwrap();
+    let (a, b) = (
+        ChannelName::parse("chat:ida").unwrap(),
+        ChannelName::parse("chat:idb").unwrap(),
+    );
+    let mut last = Vec::new();
+    for ch in [&a, &b] {
+        let (p, epoch) = app
+            .node
+            .publish(ch, json!(1), Publisher::Api, None)
+            .await
+            .unwrap();
+        last.push(format!("{ch}~{epoch}~{}", p.offset));
+        for n in 2..=3 {
+            app.node
+                .publish(ch, json!(n), Publisher::Api, None)
+                .await
+                .unwrap();
+        }
+    }
+    // Resume both channels from offset 1: the replay of chat:ida comes
+    // first, and its ids must still carry chat:idb's position.
+    let mut s = Stream::open(
+        addr,
+        &format!("channel=chat:ida&channel=chat:idb&token={token}"),
+        &[("Last-Event-ID", &last.join(","))],
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    let mut seen = 0;
+    while seen < 4 {
+        let e = s.next().await;
+        if e.event != "message" {
+            continue;
+        }
+        let id = e.id.expect("an id");
+        assert!(
+            id.contains("chat:ida~") && id.contains("chat:idb~"),
+            "an id forgot a channel: {id}"
+        );
+        seen += 1;
+    }
+}

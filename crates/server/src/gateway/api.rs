@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,6 +97,22 @@ fn authorized_body<T>(
             format!("expected a JSON body {shape}: {}", e.body_text()),
         )),
     }
+}
+
+/// Checks the API key, then the query (`?channel=...`).
+fn authorized_query(
+    app: &App,
+    headers: &HeaderMap,
+    q: Result<Query<ChannelQuery>, QueryRejection>,
+) -> Result<ChannelQuery, ApiError> {
+    authorize(app, headers)?;
+    q.map(|Query(q)| q).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected ?channel=...: {}", e.body_text()),
+        )
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -208,11 +224,12 @@ pub struct ChannelQuery {
 pub async fn presence(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<ChannelQuery>,
+    q: Result<Query<ChannelQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r.into_response();
-    }
+    let q = match authorized_query(&app, &headers, q) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
     let ch = match channel(&q.channel) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
@@ -227,11 +244,12 @@ pub async fn presence(
 pub async fn history(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<ChannelQuery>,
+    q: Result<Query<ChannelQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r.into_response();
-    }
+    let q = match authorized_query(&app, &headers, q) {
+        Ok(q) => q,
+        Err(r) => return r.into_response(),
+    };
     let ch = match channel(&q.channel) {
         Ok(c) => c,
         Err(r) => return r.into_response(),

@@ -215,6 +215,7 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
                 .map(str::to_owned);
             if let Some(token) = token {
                 let identity = app.verifier.verify(&token).map_err(|e| {
+                    app.node.metrics().refusal(e.code());
                     ConnectError::new(e.to_string())
                         .with_data(switchboard::Value::from(json!({ "code": e.code() })))
                 })?;
@@ -227,10 +228,22 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
                 ConnectError::new(why.to_string())
                     .with_data(switchboard::Value::from(json!({ "code": why.code() })))
             })?;
+            let sid = socket.id();
             permits
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(socket.id(), permit);
+                .insert(sid, permit);
+            // The connection handler takes the permit at once; a socket the
+            // library discards after this middleware (its session closed,
+            // its CONNECT answer could not be queued) never gets there, and
+            // its permit must not stay counted.
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                permits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&sid);
+            });
             Ok(())
         }
     });

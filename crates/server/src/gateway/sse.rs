@@ -303,8 +303,20 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         identity.as_ref().map(|i| i.user.clone()),
     );
     app.node.metrics().connection_opened(Wire::Sse);
+    // Event ids start from where the client resumes, for every channel, so
+    // an early event's id never forgets a channel subscribed after it.
+    sub.positions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(
+            last.iter()
+                .filter(|(c, _)| channels.contains(c))
+                .map(|(c, p)| (c.clone(), p.clone())),
+        );
     let mut first = Vec::new();
     for channel in &channels {
+        // Before the await: a client gone meanwhile is unsubscribed.
+        leave.channels.push(channel.clone());
         let subscriber: Arc<dyn Subscriber> = Arc::clone(&sub) as Arc<dyn Subscriber>;
         let result = app
             .node
@@ -324,7 +336,6 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), &e.to_string());
             }
         };
-        leave.channels.push(channel.clone());
         sub.positions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -284,7 +284,18 @@ impl Connection {
                                 _ => "bad_request",
                             };
                             self.app.node.metrics().refusal(code);
-                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                            // Send the queued close, then drain what the
+                            // client still sends (no reset over it).
+                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                if ws.flush().await.is_ok() {
+                                    while let Some(Ok(m)) = ws.next().await {
+                                        if m.is_close() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            })
+                            .await;
                             break None;
                         }
                         None => break None,
@@ -425,6 +436,22 @@ impl Connection {
                             json::ack(id, json!({ "user": identity.user, "name": identity.name }));
                         self.app.node.hub().set_user(&self.sub.id, &identity.user);
                         self.identity = Some(identity);
+                        // A refreshed token may allow fewer channels.
+                        for channel in self.sub.cursors.channels() {
+                            if self
+                                .app
+                                .node
+                                .may_subscribe(&channel, self.identity.as_ref())
+                                .is_err()
+                            {
+                                self.sub.cursors.remove(&channel);
+                                self.app.node.unsubscribe(
+                                    &channel,
+                                    self.identity.as_ref(),
+                                    &self.sub.id,
+                                );
+                            }
+                        }
                         answer
                     }
                     Err(e) => refuse(&self.app, id, e.code(), e),

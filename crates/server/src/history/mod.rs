@@ -163,24 +163,52 @@ impl Stream {
 
 /// History kept in memory: lost at restart, when every channel gets a new
 /// epoch (so clients learn their positions are void).
-#[derive(Default)]
 pub struct MemoryHistory {
     streams: Mutex<HashMap<ChannelName, Stream>>,
+    /// This process's epoch: every stream starts with it, and a channel
+    /// never published to reads as `(0, epoch)` without being stored
+    /// (reads of made-up channel names keep nothing).
+    epoch: String,
+}
+
+impl Default for MemoryHistory {
+    fn default() -> Self {
+        MemoryHistory {
+            streams: Mutex::default(),
+            epoch: new_epoch(),
+        }
+    }
 }
 
 /// How long idempotency keys are remembered.
 pub(crate) const KEY_MEMORY: Duration = Duration::from_secs(300);
 
 impl MemoryHistory {
-    fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = streams.entry(channel.clone()).or_insert_with(|| Stream {
-            epoch: new_epoch(),
+    fn empty(&self) -> Stream {
+        Stream {
+            epoch: self.epoch.clone(),
             top: 0,
             items: VecDeque::new(),
             keys: HashMap::new(),
-        });
+        }
+    }
+
+    /// Runs `f` on a channel's stream, created if missing.
+    fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = streams
+            .entry(channel.clone())
+            .or_insert_with(|| self.empty());
         f(stream)
+    }
+
+    /// Runs `f` on a channel's stream, or on an empty one (not stored).
+    fn read_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        match streams.get_mut(channel) {
+            Some(stream) => f(stream),
+            None => f(&mut self.empty()),
+        }
     }
 }
 
@@ -236,7 +264,7 @@ impl History for MemoryHistory {
         position: &StreamPosition,
         ttl: Option<Duration>,
     ) -> Result<Recovery, HistoryError> {
-        Ok(self.with_stream(channel, |s| {
+        Ok(self.read_stream(channel, |s| {
             s.prune(ttl);
             if position.epoch != s.epoch || position.offset > s.top {
                 return Recovery::NotRecovered {
@@ -269,7 +297,7 @@ impl History for MemoryHistory {
         limit: usize,
         ttl: Option<Duration>,
     ) -> Result<(Vec<Publication>, StreamPosition), HistoryError> {
-        Ok(self.with_stream(channel, |s| {
+        Ok(self.read_stream(channel, |s| {
             s.prune(ttl);
             let skip = s.items.len().saturating_sub(limit);
             (s.items.iter().skip(skip).cloned().collect(), s.position())

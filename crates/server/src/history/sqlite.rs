@@ -21,6 +21,10 @@ use crate::channel::ChannelName;
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS streams (
     channel TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
@@ -53,6 +57,10 @@ fn storage(e: impl std::fmt::Display) -> HistoryError {
 #[derive(Clone)]
 pub struct SqliteHistory {
     db: Arc<Mutex<Connection>>,
+    /// The epoch of this database: every stream starts with it, and a
+    /// channel never published to reads as `(0, epoch)` without being
+    /// stored (reads of made-up channel names store nothing).
+    epoch: Arc<str>,
 }
 
 impl SqliteHistory {
@@ -63,8 +71,19 @@ impl SqliteHistory {
         }
         let db = Connection::open(path).map_err(storage)?;
         db.execute_batch(SCHEMA).map_err(storage)?;
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+            [new_epoch()],
+        )
+        .map_err(storage)?;
+        let epoch: String = db
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .map_err(storage)?;
         Ok(SqliteHistory {
             db: Arc::new(Mutex::new(db)),
+            epoch: epoch.into(),
         })
     }
 
@@ -92,8 +111,14 @@ impl SqliteHistory {
     }
 }
 
-/// The stream of a channel, created with a new epoch when missing.
-fn stream(tx: &Connection, channel: &str) -> Result<(String, u64), rusqlite::Error> {
+/// The stream of a channel; a missing one is `(epoch, 0)`, stored only
+/// with `create` (an append).
+fn stream(
+    tx: &Connection,
+    channel: &str,
+    epoch: &str,
+    create: bool,
+) -> Result<(String, u64), rusqlite::Error> {
     if let Some(s) = tx
         .query_row(
             "SELECT epoch, top FROM streams WHERE channel = ?1",
@@ -104,12 +129,13 @@ fn stream(tx: &Connection, channel: &str) -> Result<(String, u64), rusqlite::Err
     {
         return Ok(s);
     }
-    let epoch = new_epoch();
-    tx.execute(
-        "INSERT INTO streams (channel, epoch, top) VALUES (?1, ?2, 0)",
-        params![channel, epoch],
-    )?;
-    Ok((epoch, 0))
+    if create {
+        tx.execute(
+            "INSERT INTO streams (channel, epoch, top) VALUES (?1, ?2, 0)",
+            params![channel, epoch],
+        )?;
+    }
+    Ok((epoch.to_owned(), 0))
 }
 
 fn prune(tx: &Connection, channel: &str, ttl: Option<Duration>) -> Result<(), rusqlite::Error> {
@@ -144,9 +170,10 @@ impl History for SqliteHistory {
     ) -> Result<Appended, HistoryError> {
         let channel = channel.as_str().to_owned();
         let opts = opts.clone();
+        let db_epoch = Arc::clone(&self.epoch);
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            let (epoch, top) = stream(&tx, &channel)?;
+            let (epoch, top) = stream(&tx, &channel, &db_epoch, true)?;
             let now = now_ms();
             tx.execute(
                 "DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2",
@@ -215,9 +242,10 @@ impl History for SqliteHistory {
     ) -> Result<Recovery, HistoryError> {
         let channel = channel.as_str().to_owned();
         let position = position.clone();
+        let db_epoch = Arc::clone(&self.epoch);
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            let (epoch, top) = stream(&tx, &channel)?;
+            let (epoch, top) = stream(&tx, &channel, &db_epoch, false)?;
             prune(&tx, &channel, ttl)?;
             let current = StreamPosition { offset: top, epoch };
             if position.epoch != current.epoch || position.offset > top {
@@ -257,9 +285,10 @@ impl History for SqliteHistory {
         ttl: Option<Duration>,
     ) -> Result<(Vec<Publication>, StreamPosition), HistoryError> {
         let channel = channel.as_str().to_owned();
+        let db_epoch = Arc::clone(&self.epoch);
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            let (epoch, top) = stream(&tx, &channel)?;
+            let (epoch, top) = stream(&tx, &channel, &db_epoch, false)?;
             prune(&tx, &channel, ttl)?;
             let mut items = {
                 let mut stmt = tx.prepare(

@@ -280,11 +280,9 @@ pub(crate) fn run<H: EngineHandler>(
                         return;
                     }
                     Inbound::Error(reason) => {
-                        // A too-long message already has its 1009 close queued.
-                        finish(&mut ws, None, false).await;
-                        if reason == CloseReason::ParseError {
-                            finish(&mut ws, None, true).await;
-                        }
+                        // A too-long message already has its 1009 close
+                        // queued; a parse error sends its own.
+                        finish(&mut ws, None, reason == CloseReason::ParseError).await;
                         session.close(reason);
                         return;
                     }
