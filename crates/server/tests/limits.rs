@@ -979,3 +979,37 @@ async fn a_slow_sse_reader_is_dropped_and_others_get_everything_in_order() {
         Some(published)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_discarded_after_the_middleware_gives_its_place_back() {
+    let (addr, app) = start(config(LimitsConfig {
+        max_connections_per_ip: 1,
+        max_message_size: 1_000_000,
+        ..LimitsConfig::default()
+    }))
+    .await;
+    // A polling client fills its own send queue with 4096 connect_error
+    // answers (CONNECTs to an unknown namespace), then CONNECTs to `/`: the
+    // middleware admits it, but its answer cannot be queued and the
+    // library discards the socket without a connection handler.
+    let sid = sid_of(&engineio_handshake(addr).await);
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let mut body = vec!["40/nowhere,"; 4096].join("\u{1e}");
+    body.push_str("\u{1e}40");
+    let posted = http(addr, "POST", &path, body.as_bytes()).await;
+    assert_eq!(posted.status, 200, "{}", posted.head);
+    // The place is given back (within the 10 s the connection handler has
+    // to take it), so one client from this address gets in again.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if app.limiter.connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the discarded socket's place was never given back");
+    let a = ws_upgrade(addr, HOME).await;
+    assert_eq!(a.status, 101, "{}", a.head);
+}

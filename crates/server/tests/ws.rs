@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_server::app::App;
+use switchboard_server::channel::ChannelName;
+use switchboard_server::node::Publisher;
 use tokio_websockets::{ClientBuilder, Message};
 
 type Ws = tokio_websockets::WebSocketStream<tokio::net::TcpStream>;
@@ -224,4 +226,68 @@ async fn an_oversized_message_closes_with_1009_and_others_are_unaffected() {
     assert_eq!(closed_with(&mut ws).await, 1009);
     send(&mut other, json!({"type": "ping", "id": 1})).await;
     assert_eq!(recv(&mut other).await["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_token_that_allows_less_drops_those_subscriptions() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let mut config = common::config("ws-reauth");
+    config.auth.secret = Some(SECRET.into());
+    let app = App::new(config).unwrap();
+    let addr = common::serve(&app).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |channels: &[&str]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": "ada", "exp": exp, "channels": channels}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut ws = common::ws_connect(addr).await;
+    let auth = |t: String, id: &str| json!({"type": "auth", "payload": {"token": t}, "id": id});
+    common::ws_send(&mut ws, auth(token(&["chat:*"]), "a1")).await;
+    assert_eq!(
+        common::ws_answer(&mut ws, &json!("a1")).await["type"],
+        "ack"
+    );
+    for ch in ["chat:a", "chat:b"] {
+        common::ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "payload": {"channel": ch}, "id": ch}),
+        )
+        .await;
+        assert_eq!(common::ws_answer(&mut ws, &json!(ch)).await["type"], "ack");
+    }
+    // The same user, now allowed chat:a only.
+    common::ws_send(&mut ws, auth(token(&["chat:a"]), "a2")).await;
+    assert_eq!(
+        common::ws_answer(&mut ws, &json!("a2")).await["type"],
+        "ack"
+    );
+    let b = ChannelName::parse("chat:b").unwrap();
+    assert_eq!(app.node.hub().subscriber_count(&b), 0, "chat:b was dropped");
+    for ch in ["chat:b", "chat:a"] {
+        app.node
+            .publish(
+                &ChannelName::parse(ch).unwrap(),
+                json!(ch),
+                Publisher::Api,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // Only chat:a's publication arrives.
+    loop {
+        let m = common::ws_next(&mut ws).await.unwrap();
+        if m["type"] == "message" {
+            assert_eq!(m["payload"]["channel"], "chat:a", "{m}");
+            break;
+        }
+    }
 }
