@@ -51,6 +51,18 @@ impl Delivery {
         })
     }
 
+    /// The publication as every protocol carries it:
+    /// `{channel, offset, epoch, data, from}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "channel": self.channel.as_str(),
+            "offset": self.publication.offset,
+            "epoch": self.epoch,
+            "data": self.publication.data,
+            "from": self.publication.from,
+        })
+    }
+
     /// The encoding for `wire`, made by `encode` the first time only.
     pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Delivery) -> Vec<u8>) -> Encoded {
         self.encodings[wire as usize]

@@ -58,14 +58,7 @@ pub fn build(
 }
 
 fn encode_publication(d: &Delivery) -> Vec<u8> {
-    let payload = json!({
-        "channel": d.channel.as_str(),
-        "offset": d.publication.offset,
-        "epoch": d.epoch,
-        "data": d.publication.data,
-        "from": d.publication.from,
-    });
-    socketio::encode_event("/", "publication", &payload, Args::One, None)
+    socketio::encode_event("/", "publication", &d.body(), Args::One, None)
         .map(|e| e.text.to_vec())
         .unwrap_or_default()
 }

@@ -284,18 +284,8 @@ impl Connection {
                                 _ => "bad_request",
                             };
                             self.app.node.metrics().refusal(code);
-                            // Send the queued close, then drain what the
-                            // client still sends (no reset over it).
-                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                                if ws.flush().await.is_ok() {
-                                    while let Some(Ok(m)) = ws.next().await {
-                                        if m.is_close() {
-                                            break;
-                                        }
-                                    }
-                                }
-                            })
-                            .await;
+                            // Its close frame (1009...) is already queued.
+                            close_handshake(&mut ws, None).await;
                             break None;
                         }
                         None => break None,
@@ -363,20 +353,7 @@ impl Connection {
             }
         };
         if let Some((code, reason)) = close {
-            // The closing handshake: send the close, then read (and drop)
-            // what the client still sends until its close or its end, so
-            // the connection is not reset with unread data (a reset would
-            // lose the close frame on the client's side).
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                if ws.send(Message::close(Some(code), reason)).await.is_ok() {
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_close() {
-                            break;
-                        }
-                    }
-                }
-            })
-            .await;
+            close_handshake(&mut ws, Some((code, reason))).await;
         }
         self.leave_all();
         self.app.node.hub().disconnect(&self.sub.id);
@@ -591,6 +568,33 @@ impl Connection {
             }
         }
     }
+}
+
+/// The closing handshake, for at most 2 s: sends `close` (or flushes a
+/// close frame the framing layer queued), then reads and drops what the
+/// client still sends until its close or its end, so the connection is not
+/// reset with unread data (a reset would lose the close frame on the
+/// client's side).
+async fn close_handshake<S>(
+    ws: &mut tokio_websockets::WebSocketStream<S>,
+    close: Option<(CloseCode, &str)>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let sent = match close {
+            Some((code, reason)) => ws.send(Message::close(Some(code), reason)).await,
+            None => ws.flush().await,
+        };
+        if sent.is_ok() {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 async fn send<S>(ws: &mut tokio_websockets::WebSocketStream<S>, text: String) -> Result<(), ()>

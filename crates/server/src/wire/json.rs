@@ -111,18 +111,7 @@ pub fn encode(kind: &str, payload: Value, id: Option<Value>) -> String {
 
 /// A publication as pushed to subscribers (encoded once per delivery).
 pub fn publication(d: &Delivery) -> Vec<u8> {
-    encode(
-        "message",
-        serde_json::json!({
-            "channel": d.channel.as_str(),
-            "offset": d.publication.offset,
-            "epoch": d.epoch,
-            "data": d.publication.data,
-            "from": d.publication.from,
-        }),
-        None,
-    )
-    .into_bytes()
+    encode("message", d.body(), None).into_bytes()
 }
 
 #[cfg(test)]

@@ -67,15 +67,7 @@ pub fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
 /// The `data:` JSON of a publication (shared by every SSE stream; each
 /// stream adds its own `id:`).
 pub fn publication_data(d: &Delivery) -> Vec<u8> {
-    serde_json::json!({
-        "channel": d.channel.as_str(),
-        "offset": d.publication.offset,
-        "epoch": d.epoch,
-        "data": d.publication.data,
-        "from": d.publication.from,
-    })
-    .to_string()
-    .into_bytes()
+    d.body().to_string().into_bytes()
 }
 
 #[cfg(test)]
