@@ -16,11 +16,12 @@ pub mod engine;
 pub mod protocol;
 pub mod socket;
 
+pub use adapter::{Handshake, RecoveryConfig};
 pub use engine::service::RemoteAddr;
 pub use protocol::sid::Sid;
 pub use protocol::value::{Value, from_value, to_value};
 pub use socket::{
     AckError, AckSender, BroadcastAckError, BroadcastError, BroadcastOperator, ConnectError,
-    DisconnectReason, EmitError, Event, Handshake, Namespace, NsMatcher, ParentNamespace,
-    RemoteSocket, Socket, SocketIo, SocketIoBuilder, SocketIoConfig,
+    DisconnectReason, EmitError, Event, Namespace, NsMatcher, ParentNamespace, RemoteSocket,
+    ServerAckError, ServerEvent, Socket, SocketIo, SocketIoBuilder, SocketIoConfig,
 };

@@ -388,3 +388,47 @@ async fn slow_consumer_on_broadcast_is_disconnected_fast_one_gets_everything() {
     slow.expect_closed().await;
     drop(fast);
 }
+
+/// A polling body whose echoes overflow the send queue: once the session is
+/// doomed (a slow consumer), the rest of the body is not dispatched.
+#[tokio::test]
+async fn a_polling_body_stops_being_dispatched_once_the_session_is_doomed() {
+    let io = SocketIo::builder()
+        .config(SocketIoConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".into(),
+                max_queued_frames: 8,
+                ..EngineConfig::default()
+            },
+            ..SocketIoConfig::default()
+        })
+        .build();
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&handled);
+    io.ns("/")
+        .on("echo-event", move |socket: Socket, mut event: Event| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = socket.emit_many("echo-event", &event.take_args());
+            async {}
+        });
+    let addr = start_io(&io).await;
+    let (sid, _) = polling_handshake(addr, "/socket.io/").await;
+    let url = poll_url("/socket.io/", &sid);
+    assert_eq!(post(addr, &url, b"40").await.status, 200);
+    let connected = get(addr, &url).await.text();
+    assert!(connected.starts_with("40"), "{connected}");
+    let body: Vec<String> = (0..50)
+        .map(|i| format!(r#"42["echo-event",{i}]"#))
+        .collect();
+    let r = post(addr, &url, body.join("\x1e").as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let n = handled.load(Ordering::SeqCst);
+    assert!(
+        n <= 9,
+        "{n} events were handled; dispatching should stop at the overflow (8 queued frames)"
+    );
+    wait_until("the slow consumer to be closed", || {
+        io.engine().session_count() == 0
+    })
+    .await;
+}

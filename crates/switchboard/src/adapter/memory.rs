@@ -1,171 +1,72 @@
-//! The in-memory adapter: rooms of this process only.
+//! The in-memory adapter: rooms of this process only, and (with connection
+//! state recovery on) the packets and sessions of recovery in memory.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 
-use super::{AckResponse, Adapter, AdapterError, BroadcastOptions, Room, SocketInfo};
-use crate::protocol::sid::{Sid, SidMap, SidSet};
+use super::local::LocalAdapter;
+use super::recovery::MemoryStore;
+use super::{
+    AckEvent, AckSink, Adapter, AdapterError, BroadcastOptions, LocalNamespace, MissedPacket,
+    PersistedSession, Room, SocketInfo,
+};
+use crate::protocol::sid::Sid;
 use crate::protocol::socketio::Encoded;
-use crate::socket::Socket;
-use crate::socket::namespace::LocalNamespace;
 
-/// Named rooms of this node. A socket's own-id room is not stored: it is
-/// answered from the namespace's socket map, which saves two allocations
-/// per connection.
-#[derive(Default)]
-struct Index {
-    /// Members of each named room, as handles (no lookup per delivery).
-    rooms: HashMap<Room, SidMap<Socket>>,
-    /// Named rooms of each socket.
-    memberships: SidMap<Vec<Room>>,
+/// The default adapter: this node's rooms, and the in-memory store of
+/// connection state recovery when it is on.
+pub struct MemoryAdapter {
+    local: LocalAdapter,
+    store: Option<Arc<MemoryStore>>,
 }
 
-/// Rooms and fan-out for the sockets of this process. The room index is
-/// only locked to compute the recipients, never while sending.
-pub struct MemoryAdapter {
-    nsp: LocalNamespace,
-    index: RwLock<Index>,
+impl std::fmt::Debug for MemoryAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryAdapter")
+            .field("local", &self.local)
+            .field("recovery", &self.store.is_some())
+            .finish()
+    }
 }
 
 impl MemoryAdapter {
     /// An adapter for one namespace.
     pub fn new(nsp: LocalNamespace) -> Self {
+        let store = nsp.recovery().cloned().map(MemoryStore::new);
         MemoryAdapter {
-            nsp,
-            index: RwLock::new(Index::default()),
+            local: LocalAdapter::new(nsp),
+            store,
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The sockets of one room: a named room, or a socket's own id.
-    fn room_members(&self, index: &Index, room: &str, out: &mut Vec<Socket>) {
-        if let Some(members) = index.rooms.get(room) {
-            out.extend(members.values().cloned());
-        }
-        // A socket's own-id room, even when a named room has the same name.
-        if let Some(socket) = room
-            .parse::<Sid>()
-            .ok()
-            .and_then(|sid| self.nsp.socket(sid))
-            && !index
-                .rooms
-                .get(room)
-                .is_some_and(|m| m.contains_key(&socket.id()))
-        {
-            out.push(socket);
-        }
-    }
-
-    /// The local sockets an operation targets.
-    pub fn recipients(&self, opts: &BroadcastOptions) -> Vec<Socket> {
-        let mut out = Vec::new();
-        if opts.rooms.is_empty() {
-            out = self.nsp.sockets();
-        } else {
-            let index = self.read();
-            for room in &opts.rooms {
-                self.room_members(&index, room, &mut out);
-            }
-            drop(index);
-            if opts.rooms.len() > 1 {
-                let mut seen = SidSet::default();
-                out.retain(|s| seen.insert(s.id()));
-            }
-        }
-        if !opts.except.is_empty() {
-            let mut excluded = Vec::new();
-            {
-                let index = self.read();
-                for room in &opts.except {
-                    self.room_members(&index, room, &mut excluded);
-                }
-            }
-            let excluded: SidSet = excluded.iter().map(Socket::id).collect();
-            out.retain(|s| !excluded.contains(&s.id()));
-        }
-        out
+    /// The local half (rooms and operations on this node's sockets).
+    pub fn local(&self) -> &LocalAdapter {
+        &self.local
     }
 }
 
 #[async_trait]
 impl Adapter for MemoryAdapter {
     fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        let Some(socket) = self.nsp.socket(sid) else {
-            return;
-        };
-        let mut index = self.write();
-        // Checked under the index lock: a socket that is leaving clears
-        // `connected` before removing its rooms, so it cannot rejoin after.
-        if !socket.connected() {
-            return;
-        }
-        for room in rooms {
-            if room.as_str() == sid.as_str() {
-                continue;
-            }
-            let members = index.rooms.entry(room.clone()).or_default();
-            if members.insert(sid, socket.clone()).is_none() {
-                index.memberships.entry(sid).or_default().push(room.clone());
-            }
-        }
+        self.local.add_all(sid, rooms);
     }
 
     fn del(&self, sid: Sid, room: &str) {
-        let mut index = self.write();
-        if let Some(members) = index.rooms.get_mut(room) {
-            members.remove(&sid);
-            if members.is_empty() {
-                index.rooms.remove(room);
-            }
-        }
-        if let Some(rooms) = index.memberships.get_mut(&sid) {
-            rooms.retain(|r| r != room);
-            if rooms.is_empty() {
-                index.memberships.remove(&sid);
-            }
-        }
+        self.local.del(sid, room);
     }
 
     fn del_all(&self, sid: Sid) {
-        let mut index = self.write();
-        let Some(rooms) = index.memberships.remove(&sid) else {
-            return;
-        };
-        for room in rooms {
-            if let Some(members) = index.rooms.get_mut(&room) {
-                members.remove(&sid);
-                if members.is_empty() {
-                    index.rooms.remove(&room);
-                }
-            }
-        }
+        self.local.del_all(sid);
     }
 
     fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        let mut rooms = Vec::new();
-        // A connected socket is in its own-id room.
-        if self.nsp.socket(sid).is_some() {
-            rooms.push(sid.to_string());
-        }
-        if let Some(named) = self.read().memberships.get(&sid) {
-            rooms.extend(named.iter().cloned());
-        }
-        rooms
+        self.local.socket_rooms(sid)
     }
 
     fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.recipients(opts).iter().map(Socket::id).collect()
+        self.local.socket_ids(opts)
     }
 
     async fn broadcast(
@@ -173,10 +74,14 @@ impl Adapter for MemoryAdapter {
         packet: &Encoded,
         opts: &BroadcastOptions,
     ) -> Result<(), AdapterError> {
-        let frames = packet.frames();
-        for socket in self.recipients(opts) {
-            // A full queue closes that one socket; the others go on.
-            let _ = socket.send_frames(&frames, opts.volatile);
+        match &self.store {
+            Some(store) if !opts.volatile => {
+                let (offset, packet) = store.store(packet, &opts.rooms, &opts.except);
+                self.local.broadcast(&packet, opts, Some(&offset));
+            }
+            _ => {
+                self.local.broadcast(packet, opts, None);
+            }
         }
         Ok(())
     }
@@ -184,39 +89,21 @@ impl Adapter for MemoryAdapter {
     async fn broadcast_with_ack(
         &self,
         packet: &Encoded,
-        opts: &BroadcastOptions,
         ack_id: u64,
-        responses: mpsc::UnboundedSender<AckResponse>,
+        opts: &BroadcastOptions,
         _timeout: Duration,
-    ) -> Result<usize, AdapterError> {
-        let frames = packet.frames();
-        let mut expected = 0;
-        for socket in self.recipients(opts) {
-            socket.expect_broadcast_ack(ack_id, responses.clone());
-            if matches!(socket.send_frames(&frames, opts.volatile), Ok(true)) {
-                expected += 1;
-            } else {
-                socket.forget_ack(ack_id);
-            }
-        }
-        Ok(expected)
+        sink: AckSink,
+    ) -> Result<(), AdapterError> {
+        let count = self.local.broadcast_with_ack(packet, ack_id, opts, &sink);
+        let _ = sink.send(AckEvent::ClientCount(count));
+        Ok(())
     }
 
     async fn fetch_sockets(
         &self,
         opts: &BroadcastOptions,
     ) -> Result<Vec<SocketInfo>, AdapterError> {
-        Ok(self
-            .recipients(opts)
-            .into_iter()
-            .map(|s| SocketInfo {
-                id: s.id(),
-                nsp: s.ns().to_owned(),
-                rooms: self.socket_rooms(s.id()),
-                data: s.data_value(),
-                handshake: s.handshake().clone(),
-            })
-            .collect())
+        Ok(self.local.fetch_sockets(opts))
     }
 
     async fn add_sockets(
@@ -224,9 +111,7 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         rooms: &[Room],
     ) -> Result<(), AdapterError> {
-        for socket in self.recipients(opts) {
-            self.add_all(socket.id(), rooms);
-        }
+        self.local.add_sockets(opts, rooms);
         Ok(())
     }
 
@@ -235,11 +120,7 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         rooms: &[Room],
     ) -> Result<(), AdapterError> {
-        for socket in self.recipients(opts) {
-            for room in rooms {
-                self.del(socket.id(), room);
-            }
-        }
+        self.local.del_sockets(opts, rooms);
         Ok(())
     }
 
@@ -248,17 +129,37 @@ impl Adapter for MemoryAdapter {
         opts: &BroadcastOptions,
         close: bool,
     ) -> Result<(), AdapterError> {
-        for socket in self.recipients(opts) {
-            socket.disconnect_with(close);
-        }
+        self.local.disconnect_sockets(opts, close);
         Ok(())
     }
 
     async fn rooms(&self, opts: &BroadcastOptions) -> Result<Vec<Room>, AdapterError> {
-        let mut rooms = std::collections::BTreeSet::new();
-        for socket in self.recipients(opts) {
-            rooms.extend(self.socket_rooms(socket.id()));
+        Ok(self.local.rooms(opts).into_iter().collect())
+    }
+
+    async fn persist_session(&self, session: PersistedSession) {
+        if let Some(store) = &self.store {
+            store.persist(session);
         }
-        Ok(rooms.into_iter().collect())
+    }
+
+    async fn restore_session(
+        &self,
+        pid: &str,
+        offset: &str,
+    ) -> Result<Option<PersistedSession>, AdapterError> {
+        Ok(self.store.as_ref().and_then(|s| s.restore(pid, offset)))
+    }
+
+    async fn missed_packets(
+        &self,
+        rooms: &[Room],
+        offset: &str,
+    ) -> Result<Vec<MissedPacket>, AdapterError> {
+        Ok(self
+            .store
+            .as_ref()
+            .map(|s| s.missed(rooms, offset))
+            .unwrap_or_default())
     }
 }

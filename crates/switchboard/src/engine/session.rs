@@ -201,10 +201,11 @@ impl<H: EngineHandler> Session<H> {
         self.lock().transport
     }
 
-    /// Whether the session is closed or closing.
+    /// Whether the session is closed or closing (a slow consumer whose
+    /// queue overflowed is closing too).
     pub fn is_closed(&self) -> bool {
         let s = self.lock();
-        s.closed.is_some() || s.closing
+        s.closed.is_some() || s.closing || s.doomed
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

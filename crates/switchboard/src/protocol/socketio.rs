@@ -191,6 +191,37 @@ impl Encoded {
         frames.extend(self.attachments.iter().cloned().map(Frame::Binary));
         frames
     }
+
+    /// The same event with one more string argument at the end (connection
+    /// state recovery appends each stored packet's offset this way). The
+    /// text is copied once; attachments are shared.
+    pub fn with_last_arg(&self, arg: &str) -> Encoded {
+        let mut text = Vec::with_capacity(self.text.len() + arg.len() + 3);
+        // An event's text always ends with the `]` of its argument array.
+        let body = self.text.strip_suffix(b"]").unwrap_or(&self.text);
+        text.extend_from_slice(body);
+        text.push(b',');
+        serde_json::to_writer(&mut text, arg).expect("strings serialize");
+        text.push(b']');
+        Encoded {
+            text: Bytes::from(text),
+            attachments: self.attachments.clone(),
+        }
+    }
+
+    /// Reads the packet back: its namespace, ack id and payload (for an
+    /// event, `[name, ...args]`), with binary attachments in place. Cluster
+    /// adapters use it to carry an encoded broadcast to other nodes.
+    pub fn decode(&self) -> Result<Packet, ParseError> {
+        let text = self.text.strip_prefix(b"4").ok_or(ParseError::Empty)?;
+        let mut packet = decode(text, self.attachments.len())?;
+        if let Some(payload) = packet.payload.as_mut() {
+            payload
+                .fill_placeholders(&self.attachments)
+                .map_err(|()| ParseError::Attachments)?;
+        }
+        Ok(packet)
+    }
 }
 
 /// How the data of an event or ack becomes its arguments.
@@ -495,6 +526,32 @@ mod tests {
         assert_eq!(e.attachments.len(), 2);
         let e = encode_ack("/n", 1, &Bytes::from_static(b"\x01"), Args::One).unwrap();
         assert_eq!(text(&e), r#"461-/n,1[{"_placeholder":true,"num":0}]"#);
+    }
+
+    #[test]
+    fn an_offset_is_appended_and_packets_read_back() {
+        let e = encode_event("/chat", "m", &(1, "x"), Args::Spread, None).unwrap();
+        let with = e.with_last_arg("12-0");
+        assert_eq!(text(&with), r#"42/chat,["m",1,"x","12-0"]"#);
+        let bin = encode_event("/", "up", &Bytes::from_static(b"\x07"), Args::One, None).unwrap();
+        let with = bin.with_last_arg("3");
+        assert_eq!(
+            text(&with),
+            r#"451-["up",{"_placeholder":true,"num":0},"3"]"#
+        );
+        let p = with.decode().unwrap();
+        assert_eq!(p.kind, PacketKind::BinaryEvent);
+        assert_eq!(
+            p.payload,
+            Some(Value::Array(vec![
+                Value::from("up"),
+                Value::Binary(Bytes::from_static(b"\x07")),
+                Value::from("3"),
+            ]))
+        );
+        let acked = encode_event("/x", "q", &1, Args::One, Some(9)).unwrap();
+        let p = acked.decode().unwrap();
+        assert_eq!((p.nsp.as_str(), p.id), ("/x", Some(9)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::namespace::NsInner;
 use super::{BroadcastAckError, BroadcastError, EmitError};
-use crate::adapter::{AckResponse, BroadcastOptions, Room, SocketInfo};
+use crate::adapter::{AckEvent, AckResponse, BroadcastOptions, Room, SocketInfo};
 use crate::protocol::socketio::{self, Args, RESERVED_EVENTS};
 
 /// Default wait for broadcast acknowledgements when no timeout is set.
@@ -131,26 +131,37 @@ impl BroadcastOperator {
         // However this ends (answers, timeout, or the caller dropping this
         // future), no recipient keeps a slot for this id.
         let _slots = ForgetBroadcastAck { ns: &self.ns, id };
-        let expected = self
-            .ns
-            .adapter()
-            .broadcast_with_ack(&packet, &self.opts, id, tx, timeout)
-            .await
-            .map_err(|e| fail(e.into()))?;
-        let mut responses = Vec::with_capacity(expected);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        while responses.len() < expected {
+        let adapter = self.ns.adapter();
+        adapter
+            .broadcast_with_ack(&packet, id, &self.opts, timeout, tx)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        // Every server reports how many clients it asked; the answers are
+        // complete once all servers reported and that many answers came.
+        let servers = if self.opts.local {
+            1
+        } else {
+            adapter.server_count().await.map_err(|e| fail(e.into()))?
+        };
+        let (mut reported, mut expected) = (0usize, 0usize);
+        let mut responses = Vec::new();
+        while reported < servers || responses.len() < expected {
             tokio::select! {
-                r = rx.recv() => match r {
-                    Some(r) => responses.push(r),
+                event = rx.recv() => match event {
+                    Some(AckEvent::ClientCount(n)) => {
+                        reported += 1;
+                        expected += n;
+                    }
+                    Some(AckEvent::Ack(r)) => responses.push(r),
                     // Every recipient is gone: no more answers can come.
                     None => break,
                 },
                 () = &mut deadline => break,
             }
         }
-        if responses.len() < expected {
+        if reported < servers || responses.len() < expected {
             return Err(BroadcastAckError {
                 responses,
                 error: BroadcastError::Timeout,

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 
 use super::namespace::{NsConfig, NsInner, NsMatcher, ParentNamespace, set_connect};
-use super::{DisconnectReason, Handshake, Namespace, Socket, SocketIoConfig, run};
+use super::{DisconnectReason, Namespace, Socket, SocketIoConfig, run};
 use crate::adapter::AdapterFactory;
+use crate::adapter::Handshake;
 use crate::engine::{CloseReason, EngineHandler, Session};
 use crate::protocol::engine::Frame;
 use crate::protocol::sid::Sid;
@@ -17,6 +18,15 @@ use crate::protocol::value::Value;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `(pid, offset)` of a CONNECT that asks to recover a session: both
+/// strings, and recovery on (the reference's conditions).
+fn recovery_request(ns: &NsInner, auth: &Value) -> Option<(String, String)> {
+    ns.recovery.as_ref()?;
+    let pid = auth.get("pid")?.as_str()?;
+    let offset = auth.get("offset")?.as_str()?;
+    Some((pid.to_owned(), offset.to_owned()))
 }
 
 /// Longest namespace name accepted, in bytes.
@@ -80,9 +90,20 @@ impl Handler {
                 path.to_owned(),
                 Arc::new(NsConfig::default()),
                 &*self.adapter,
+                self.config.connection_state_recovery.clone(),
             )
         });
         Namespace(Arc::clone(ns))
+    }
+
+    /// Every namespace (static ones and dynamic children).
+    pub(crate) fn namespaces(&self) -> Vec<Namespace> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|ns| Namespace(Arc::clone(ns)))
+            .collect()
     }
 
     pub(crate) fn get_ns(&self, path: &str) -> Option<Namespace> {
@@ -124,9 +145,14 @@ impl Handler {
             .find(|d| d.matcher.matches(path))
             .map(|d| Arc::clone(&d.config))?;
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        let ns = map
-            .entry(path.to_owned())
-            .or_insert_with(|| NsInner::new(path.to_owned(), config, &*self.adapter));
+        let ns = map.entry(path.to_owned()).or_insert_with(|| {
+            NsInner::new(
+                path.to_owned(),
+                config,
+                &*self.adapter,
+                self.config.connection_state_recovery.clone(),
+            )
+        });
         Some(Arc::clone(ns))
     }
 
@@ -169,29 +195,46 @@ impl Handler {
             return;
         };
         let auth = packet.payload.unwrap_or_else(|| Value::Object(Vec::new()));
-        let handshake = Handshake::new(Arc::clone(session.request()), auth);
-        let socket = Socket::new(Arc::clone(&ns), Arc::clone(session), handshake);
-        let middlewares = ns
-            .config
-            .middlewares
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let on_connect = ns
-            .config
-            .on_connect
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let session = Arc::clone(session);
         run(Box::pin(async move {
-            for mw in middlewares {
-                if let Err(err) = mw(socket.clone()).await {
-                    let reply =
-                        socketio::encode_connect_error(&ns.name, &err.message, err.data.as_ref());
-                    let _ = session.send(Frame::Text(reply));
-                    socket.discard();
-                    return;
+            let recovery = recovery_request(&ns, &auth);
+            let restored = match &recovery {
+                Some((pid, offset)) => match ns.adapter().restore_session(pid, offset).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::debug!(nsp = %ns.name, error = %e, "session not restored");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let handshake = Handshake::new(Arc::clone(session.request()), auth);
+            let socket = Socket::new(
+                Arc::clone(&ns),
+                Arc::clone(&session),
+                handshake,
+                restored.as_ref(),
+            );
+            let skip =
+                restored.is_some() && ns.recovery.as_ref().is_some_and(|r| r.skip_middlewares);
+            if !skip {
+                let middlewares = ns
+                    .config
+                    .middlewares
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                for mw in middlewares {
+                    if let Err(err) = mw(socket.clone()).await {
+                        let reply = socketio::encode_connect_error(
+                            &ns.name,
+                            &err.message,
+                            err.data.as_ref(),
+                        );
+                        let _ = session.send(Frame::Text(reply));
+                        socket.discard();
+                        return;
+                    }
                 }
             }
             {
@@ -205,11 +248,31 @@ impl Handler {
                 }
                 sockets.push(socket.clone());
             }
+            if restored.is_some() {
+                // Live packets are held from now on, until the missed ones
+                // are sent.
+                socket.begin_recovery();
+            }
             ns.insert(socket.clone());
             // Its own-id room is implicit in the adapter: nothing to join.
             socket.set_connected();
             socket.join_pending();
-            let reply = socketio::encode_connect(&ns.name, socket.id().as_str(), None);
+            if let (Some(restored), Some((_, offset))) = (&restored, &recovery) {
+                socket.join(restored.rooms.iter().cloned());
+                let missed = match ns.adapter().missed_packets(&restored.rooms, offset).await {
+                    Ok(missed) => missed,
+                    Err(e) => {
+                        tracing::debug!(sid = %socket.id(), error = %e, "missed packets unavailable");
+                        Vec::new()
+                    }
+                };
+                socket.finish_recovery(&missed, &crate::adapter::Offset::new(offset));
+            }
+            let reply = socketio::encode_connect(
+                &ns.name,
+                socket.id().as_str(),
+                socket.pid().as_ref().map(Sid::as_str),
+            );
             if session.send(Frame::Text(reply)).is_err() {
                 socket.close(DisconnectReason::TransportError);
                 return;
@@ -217,6 +280,12 @@ impl Handler {
             if let Some(timer) = lock(&session.data.connect_timer).take() {
                 timer.abort();
             }
+            let on_connect = ns
+                .config
+                .on_connect
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             if let Some(handler) = on_connect {
                 handler(socket).await;
             }

@@ -5,11 +5,11 @@
 //! - [`namespace`]: static and dynamic namespaces.
 //! - [`Socket`]: one client in one namespace.
 //! - [`broadcast`]: broadcast operators.
-//! - [`Handshake`]: what a socket knows of its connection request.
+//! - [`crate::Handshake`] (in [`crate::adapter`]): what a socket knows of its
+//!   connection request, as the cluster sees it too.
 
 pub mod broadcast;
 mod client;
-mod handshake;
 pub mod namespace;
 // `socket::Socket` lives in `socket/socket.rs`: the file is named after its type.
 #[allow(clippy::module_inception)]
@@ -28,11 +28,12 @@ use http_body_util::Full;
 
 pub use broadcast::{BroadcastOperator, RemoteSocket};
 pub use client::Handler;
-pub use handshake::Handshake;
 pub use namespace::{Namespace, NsMatcher, ParentNamespace};
 pub use socket::{AckSender, Event, Socket};
 
-use crate::adapter::{AdapterError, AdapterFactory, MemoryAdapterFactory, Room};
+use crate::adapter::{
+    AdapterError, AdapterFactory, MemoryAdapterFactory, RecoveryConfig, Room, ServerAck,
+};
 use crate::engine::service::EngineEndpoint;
 use crate::engine::{Engine, EngineConfig, EngineLayer};
 use crate::protocol::socketio::EncodeError;
@@ -46,6 +47,73 @@ pub(crate) type DisconnectHandler =
 pub(crate) type Middleware =
     Arc<dyn Fn(Socket) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
 pub(crate) type PacketMiddleware = Arc<dyn Fn(&Socket, &Event) -> Result<(), String> + Send + Sync>;
+pub(crate) type ServerEventHandler = Arc<dyn Fn(ServerEvent) -> BoxFuture<()> + Send + Sync>;
+
+/// An event sent by another server of the cluster (see
+/// [`Namespace::server_side_emit`] and [`Namespace::on_server_event`]).
+#[derive(Debug)]
+pub struct ServerEvent {
+    name: String,
+    args: Vec<Value>,
+    ack: Option<ServerAck>,
+}
+
+impl ServerEvent {
+    pub(crate) fn new(name: String, args: Vec<Value>, ack: Option<ServerAck>) -> Self {
+        ServerEvent { name, args, ack }
+    }
+
+    /// The event name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// Takes the arguments out of the event.
+    pub fn take_args(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.args)
+    }
+
+    /// Argument `index` converted to `T`.
+    pub fn arg<T: serde::de::DeserializeOwned>(
+        &self,
+        index: usize,
+    ) -> Result<T, crate::protocol::value::ValueError> {
+        crate::from_value(self.args.get(index).cloned().unwrap_or(Value::Null))
+    }
+
+    /// Whether the sending server waits for an answer.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    /// Answers the sending server (one value; only the first answer
+    /// counts). Does nothing when it did not ask.
+    pub fn ack<T: serde::Serialize + ?Sized>(
+        &mut self,
+        data: &T,
+    ) -> Result<(), crate::protocol::value::ValueError> {
+        if let Some(ack) = self.ack.take() {
+            ack.send(crate::to_value(data)?);
+        }
+        Ok(())
+    }
+}
+
+/// A server-side emit with acknowledgements that did not fully succeed:
+/// the error and the answers received before it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({} responses received)", responses.len())]
+pub struct ServerAckError {
+    /// Answers received before the error.
+    pub responses: Vec<Value>,
+    /// What went wrong.
+    pub error: BroadcastError,
+}
 
 /// Runs a handler future without a task when it completes at once (the
 /// common case: emit and return); only a handler that actually waits gets a
@@ -100,8 +168,10 @@ impl DisconnectReason {
         }
     }
 
-    /// Whether connection state recovery may restore a socket that left for
-    /// this reason.
+    /// Whether connection state recovery keeps the session of a socket
+    /// that left for this reason: the reference's list (transport close
+    /// and error, ping timeout, forced close, server shutting down, forced
+    /// server close).
     pub fn is_recoverable(self) -> bool {
         matches!(
             self,
@@ -111,7 +181,6 @@ impl DisconnectReason {
                 | DisconnectReason::ForcedClose
                 | DisconnectReason::ServerShuttingDown
                 | DisconnectReason::ForcedServerClose
-                | DisconnectReason::SlowConsumer
         )
     }
 }
@@ -216,6 +285,9 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Maximum binary attachments in one packet (10).
     pub max_attachments: usize,
+    /// Connection state recovery, off by default (see
+    /// [`SocketIoBuilder::connection_state_recovery`]).
+    pub connection_state_recovery: Option<RecoveryConfig>,
 }
 
 impl Default for SocketIoConfig {
@@ -227,6 +299,7 @@ impl Default for SocketIoConfig {
             },
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
+            connection_state_recovery: None,
         }
     }
 }
@@ -277,6 +350,25 @@ impl SocketIoBuilder {
     /// Request path (`/socket.io/`).
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.config.engine.path = path.into();
+        self
+    }
+
+    /// Turns connection state recovery on, as the reference's
+    /// `connectionStateRecovery` option: a client that reconnects within
+    /// `max_disconnection_duration` (with the `pid` and last offset the
+    /// official clients send) gets its socket id, rooms and data back and
+    /// the packets it missed, before the CONNECT answer. The CONNECT answer
+    /// then carries a `pid`, and every event that is neither volatile nor
+    /// expecting an ack carries its offset as its last argument (direct
+    /// emits to one socket go through the adapter, so they are stored too).
+    /// Sessions are kept for the reference's disconnect reasons only (see
+    /// [`DisconnectReason::is_recoverable`]). The store is the adapter's:
+    /// in memory for the default adapter (bounded by
+    /// [`RecoveryConfig::max_packets`] and
+    /// [`RecoveryConfig::max_sessions`]), Redis streams for
+    /// `switchboard-redis` in streams mode.
+    pub fn connection_state_recovery(mut self, config: RecoveryConfig) -> Self {
+        self.config.connection_state_recovery = Some(config);
         self
     }
 
@@ -396,6 +488,43 @@ impl SocketIo {
         self.broadcast().emit(event, data).await
     }
 
+    /// Emits an event to the other servers of the cluster, on the main
+    /// namespace (see [`Namespace::server_side_emit`]).
+    pub async fn server_side_emit<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), BroadcastError> {
+        self.ns("/").server_side_emit(event, args).await
+    }
+
+    /// Emits an event to the other servers and waits for their answers
+    /// (see [`Namespace::server_side_emit_with_ack`]).
+    pub async fn server_side_emit_with_ack<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Vec<Value>, ServerAckError> {
+        self.ns("/").server_side_emit_with_ack(event, args).await
+    }
+
+    /// Registers the handler of an event sent by other servers on the main
+    /// namespace (see [`Namespace::on_server_event`]).
+    pub fn on_server_event<F, Fut>(&self, event: &str, handler: F) -> Namespace
+    where
+        F: Fn(ServerEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let ns = self.ns("/");
+        ns.on_server_event(event, handler);
+        ns
+    }
+
+    /// Number of servers in the cluster (this one included).
+    pub async fn server_count(&self) -> Result<usize, AdapterError> {
+        self.ns("/").adapter().server_count().await
+    }
+
     /// Disconnects every socket with reason `server shutting down` and
     /// closes every connection, waiting up to `grace` for clients to receive
     /// their close.
@@ -412,6 +541,9 @@ impl SocketIo {
         }
         for session in self.engine.sessions() {
             session.close(crate::engine::CloseReason::ForcedClose);
+        }
+        for ns in self.engine.handler().namespaces() {
+            ns.adapter().close();
         }
     }
 }

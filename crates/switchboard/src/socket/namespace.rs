@@ -1,12 +1,22 @@
 //! Namespaces: static ones, and dynamic ones created on first connect.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::Serialize;
 
 use super::broadcast::BroadcastOperator;
-use super::{ConnectHandler, Middleware, Socket};
-use crate::adapter::{Adapter, AdapterFactory, Room};
+use super::{
+    BroadcastError, ConnectHandler, EmitError, Middleware, ServerAckError, ServerEvent,
+    ServerEventHandler, Socket, run,
+};
+use crate::adapter::{
+    Adapter, AdapterFactory, LocalNamespace, NamespaceHandle, RecoveryConfig, Room, ServerAck,
+    SocketRef,
+};
 use crate::protocol::sid::{Sid, SidMap};
+use crate::protocol::socketio::RESERVED_EVENTS;
+use crate::protocol::value::{Value, to_value};
 
 /// Middlewares and connection handler of a namespace; shared by every
 /// child of a dynamic namespace.
@@ -16,6 +26,8 @@ pub(crate) struct NsConfig {
     pub(crate) on_connect: RwLock<Option<ConnectHandler>>,
     /// Event handlers shared by every socket of the namespace.
     pub(crate) events: RwLock<Vec<(Box<str>, super::EventHandler)>>,
+    /// Handlers of events sent by other servers of the cluster.
+    pub(crate) server_events: RwLock<Vec<(Box<str>, ServerEventHandler)>>,
 }
 
 impl NsConfig {
@@ -48,6 +60,8 @@ pub(crate) struct NsInner {
     sockets: RwLock<SidMap<Socket>>,
     adapter: OnceLock<Arc<dyn Adapter>>,
     ack_ids: AtomicU64,
+    /// Connection state recovery settings, when it is on.
+    pub(crate) recovery: Option<RecoveryConfig>,
 }
 
 impl NsInner {
@@ -55,6 +69,7 @@ impl NsInner {
         name: String,
         config: Arc<NsConfig>,
         factory: &dyn AdapterFactory,
+        recovery: Option<RecoveryConfig>,
     ) -> Arc<Self> {
         let ns = Arc::new(NsInner {
             name,
@@ -62,9 +77,11 @@ impl NsInner {
             sockets: RwLock::new(SidMap::default()),
             adapter: OnceLock::new(),
             ack_ids: AtomicU64::new(0),
+            recovery,
         });
-        let adapter = factory.create(LocalNamespace(Arc::downgrade(&ns)));
-        let _ = ns.adapter.set(adapter);
+        let weak: std::sync::Weak<dyn NamespaceHandle> = Arc::downgrade(&ns) as _;
+        let local = LocalNamespace::new(weak, &ns.name, ns.recovery.clone());
+        let _ = ns.adapter.set(factory.create(local));
         ns
     }
 
@@ -110,25 +127,71 @@ impl NsInner {
     }
 }
 
-/// The adapter's view of its namespace: the sockets of this node.
-#[derive(Clone)]
-pub struct LocalNamespace(Weak<NsInner>);
-
-impl LocalNamespace {
-    /// The connected local socket with this id.
-    pub fn socket(&self, sid: Sid) -> Option<Socket> {
-        self.0.upgrade()?.get(sid)
+impl NamespaceHandle for NsInner {
+    fn socket(&self, sid: Sid) -> Option<SocketRef> {
+        self.get(sid).map(|s| s.0 as SocketRef)
     }
 
-    /// Every connected local socket.
-    pub fn sockets(&self) -> Vec<Socket> {
-        self.0.upgrade().map(|ns| ns.all()).unwrap_or_default()
+    fn sockets(&self) -> Vec<SocketRef> {
+        self.sockets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|s| Arc::clone(&s.0) as SocketRef)
+            .collect()
     }
 
-    /// The namespace name.
-    pub fn name(&self) -> Option<String> {
-        Some(self.0.upgrade()?.name.clone())
+    fn next_ack_id(&self) -> u64 {
+        NsInner::next_ack_id(self)
     }
+
+    fn server_event(&self, mut args: Vec<Value>, ack: Option<ServerAck>) {
+        if args.is_empty() {
+            return;
+        }
+        let name = match args.remove(0) {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            _ => return,
+        };
+        let handler = self
+            .config
+            .server_events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, h)| Arc::clone(h));
+        match handler {
+            Some(h) => run(h(ServerEvent::new(name, args, ack))),
+            None => {
+                tracing::debug!(nsp = %self.name, event = %name, "no handler for a server-side event")
+            }
+        }
+    }
+}
+
+/// The arguments of an event: `args` serialized, as an array spreads into
+/// several arguments, `()` into none, anything else is one argument.
+pub(crate) fn event_args<T: Serialize + ?Sized>(
+    event: &str,
+    args: &T,
+) -> Result<Vec<Value>, EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(EmitError::ReservedEvent(event.to_owned()));
+    }
+    let mut out = vec![Value::String(event.to_owned())];
+    let value = to_value(args).map_err(|e| {
+        EmitError::Encode(crate::protocol::socketio::EncodeError::Serialize(
+            serde::ser::Error::custom(e),
+        ))
+    })?;
+    match value {
+        Value::Null => {}
+        Value::Array(items) => out.extend(items),
+        one => out.push(one),
+    }
+    Ok(out)
 }
 
 /// A namespace: its handlers, middlewares, and the entry point for
@@ -212,6 +275,64 @@ impl Namespace {
     /// The adapter of this namespace.
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         self.0.adapter()
+    }
+
+    /// Registers the handler of an event sent by other servers of the
+    /// cluster with [`Namespace::server_side_emit`] (Node's
+    /// `io.on(event, ...)` for server-side events).
+    pub fn on_server_event<F, Fut>(&self, event: &str, handler: F) -> &Self
+    where
+        F: Fn(ServerEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler: ServerEventHandler = Arc::new(move |e| Box::pin(handler(e)));
+        let mut events = self
+            .0
+            .config
+            .server_events
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match events.iter_mut().find(|(name, _)| &**name == event) {
+            Some(slot) => slot.1 = handler,
+            None => events.push((event.into(), handler)),
+        }
+        self
+    }
+
+    /// Emits an event to the other servers of the cluster (not to
+    /// clients; this server does not receive it). `args` is a tuple, a
+    /// `Vec` or a slice (one argument per item), `()` for none, or any
+    /// other value as the only argument.
+    pub async fn server_side_emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), BroadcastError> {
+        let args = event_args(event, args)?;
+        Ok(self.0.adapter().server_side_emit(&args).await?)
+    }
+
+    /// Emits an event to the other servers and waits for each one's
+    /// answer (the first argument of its acknowledgement), at most the
+    /// adapter's request timeout; a single server gets an empty list at
+    /// once.
+    pub async fn server_side_emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Vec<Value>, ServerAckError> {
+        let args = event_args(event, args).map_err(|e| ServerAckError {
+            responses: Vec::new(),
+            error: e.into(),
+        })?;
+        self.0
+            .adapter()
+            .server_side_emit_with_ack(&args)
+            .await
+            .map_err(|(error, responses)| ServerAckError {
+                responses,
+                error: error.into(),
+            })
     }
 }
 

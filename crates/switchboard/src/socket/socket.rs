@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::broadcast::BroadcastOperator;
 use super::namespace::NsInner;
 use super::{
-    AckError, DisconnectHandler, DisconnectReason, EmitError, EventHandler, Handler, Handshake,
+    AckError, DisconnectHandler, DisconnectReason, EmitError, EventHandler, Handler,
     PacketMiddleware, run,
 };
-use crate::adapter::{AckResponse, Room};
+use crate::adapter::{
+    AckEvent, AckResponse, AckSink, BroadcastOptions, Handshake, LocalSocket, MissedPacket, Offset,
+    Outgoing, PersistedSession, Room,
+};
 use crate::engine::{SendError, Session};
 use crate::protocol::engine::Frame;
 use crate::protocol::sid::Sid;
@@ -25,7 +28,14 @@ use crate::protocol::value::{Value, ValueError, from_value};
 
 pub(crate) enum AckSlot {
     Single(oneshot::Sender<Vec<Value>>),
-    Broadcast(mpsc::UnboundedSender<AckResponse>),
+    Broadcast(AckSink),
+}
+
+/// A live packet held while a recovered socket's missed packets are sent.
+struct Held {
+    frames: Vec<Frame>,
+    volatile: bool,
+    offset: Option<Offset>,
 }
 
 #[derive(Default)]
@@ -51,6 +61,14 @@ pub(crate) struct SocketInner {
     data: Mutex<serde_json::Value>,
     /// Rooms joined before the socket was connected (in a middleware).
     pending_rooms: Mutex<Vec<Room>>,
+    /// The private id of connection state recovery (when it is on).
+    pid: Option<Sid>,
+    /// Whether this socket is a recovered session.
+    recovered: bool,
+    /// Set while a recovered socket's missed packets are being sent: live
+    /// packets are held (in `held`) until then.
+    recovering: AtomicBool,
+    held: Mutex<Option<Vec<Held>>>,
 }
 
 /// A client connected to a namespace. Cheap to clone; every clone is the
@@ -159,13 +177,24 @@ impl AckSender {
 }
 
 impl Socket {
+    /// A new socket, or the recovered one of a persisted session.
     pub(crate) fn new(
         ns: Arc<NsInner>,
         session: Arc<Session<Handler>>,
         handshake: Handshake,
+        restored: Option<&PersistedSession>,
     ) -> Self {
+        let (id, pid, data) = match restored {
+            Some(r) => (r.sid, Some(r.pid), r.data.clone()),
+            None => (
+                Sid::new(),
+                ns.recovery.is_some().then(Sid::new),
+                // As the reference's `socket.data`: an empty object.
+                serde_json::Value::Object(serde_json::Map::new()),
+            ),
+        };
         Socket(Arc::new(SocketInner {
-            id: Sid::new(),
+            id,
             ns,
             session,
             handshake,
@@ -173,8 +202,12 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            data: Mutex::new(serde_json::Value::Null),
+            data: Mutex::new(data),
             pending_rooms: Mutex::new(Vec::new()),
+            pid,
+            recovered: restored.is_some(),
+            recovering: AtomicBool::new(false),
+            held: Mutex::new(None),
         }))
     }
 
@@ -207,6 +240,19 @@ impl Socket {
     /// Whether the socket is connected.
     pub fn connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether this socket came back through connection state recovery:
+    /// same id, rooms and data as before its disconnection, and the
+    /// packets it missed were sent to it before the CONNECT answer.
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
+    }
+
+    /// The private session id of connection state recovery (sent to the
+    /// client in the CONNECT answer), when recovery is on.
+    pub fn pid(&self) -> Option<Sid> {
+        self.0.pid
     }
 
     /// Stores typed data on the socket. It is serialized, so that it is
@@ -298,10 +344,14 @@ impl Socket {
     }
 
     /// Emits an event with one argument.
+    ///
+    /// With connection state recovery on, the event goes through the
+    /// adapter (to the room of this socket's id), as the reference does, so
+    /// that it is stored and replayed if the client is away.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), EmitError> {
         check_event(event)?;
         let packet = socketio::encode_event(&self.0.ns.name, event, data, Args::One, None)?;
-        self.send_encoded(&packet, false)
+        self.emit_stored(packet)
     }
 
     /// Emits an event whose arguments are the items of `args` (a tuple, a
@@ -309,14 +359,38 @@ impl Socket {
     pub fn emit_many<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
         check_event(event)?;
         let packet = socketio::encode_event(&self.0.ns.name, event, args, Args::Spread, None)?;
-        self.send_encoded(&packet, false)
+        self.emit_stored(packet)
     }
 
-    /// Sends a packet already encoded with [`crate::protocol::socketio`] for
-    /// this socket's namespace: one encoding can then serve many sockets
-    /// (as broadcasts do).
+    /// Sends an event already encoded with [`crate::protocol::socketio`] for
+    /// this socket's namespace (without ack id): one encoding can then serve
+    /// many sockets (as broadcasts do).
     pub fn emit_encoded(&self, packet: &Encoded) -> Result<(), EmitError> {
+        if self.0.ns.recovery.is_some() {
+            return self.emit_stored(packet.clone());
+        }
         self.send_encoded(packet, false)
+    }
+
+    /// Sends an event, through the adapter when connection state recovery
+    /// is on (stored, offset appended), directly otherwise. The adapter is
+    /// asked at once, so consecutive emits keep their order; an adapter
+    /// that waits (a cluster store) finishes on a task of its own.
+    fn emit_stored(&self, packet: Encoded) -> Result<(), EmitError> {
+        if self.0.ns.recovery.is_none() {
+            return self.send_encoded(&packet, false);
+        }
+        let adapter = Arc::clone(self.0.ns.adapter());
+        let opts = BroadcastOptions {
+            rooms: vec![self.0.id.to_string()],
+            ..BroadcastOptions::default()
+        };
+        run(Box::pin(async move {
+            if let Err(e) = adapter.broadcast(&packet, &opts).await {
+                tracing::debug!(error = %e, "emit through the adapter failed");
+            }
+        }));
+        Ok(())
     }
 
     /// Emits an event that may be dropped if the client is not ready for it.
@@ -464,28 +538,48 @@ impl Socket {
     }
 
     pub(crate) fn send_frames(&self, frames: &[Frame], volatile: bool) -> Result<bool, EmitError> {
-        if !self.connected() {
-            return Err(EmitError::Disconnected);
-        }
-        self.0
-            .session
-            .send_frames(frames, volatile)
-            .map_err(|e| match e {
-                SendError::SlowConsumer => EmitError::SlowConsumer,
-                _ => EmitError::Disconnected,
-            })
+        send_frames(&self.0, frames, volatile)
     }
 
     pub(crate) fn send_encoded(&self, packet: &Encoded, volatile: bool) -> Result<(), EmitError> {
+        if packet.attachments.is_empty() {
+            // The common case: one text frame, no allocation.
+            let frame = [Frame::Text(packet.text.clone())];
+            return self.send_frames(&frame, volatile).map(|_| ());
+        }
         self.send_frames(&packet.frames(), volatile).map(|_| ())
-    }
-
-    pub(crate) fn expect_broadcast_ack(&self, id: u64, tx: mpsc::UnboundedSender<AckResponse>) {
-        lock(&self.0.acks).insert(id, AckSlot::Broadcast(tx));
     }
 
     pub(crate) fn forget_ack(&self, id: u64) {
         lock(&self.0.acks).remove(&id);
+    }
+
+    /// Holds live packets from now on, until [`Socket::finish_recovery`].
+    pub(crate) fn begin_recovery(&self) {
+        *lock(&self.0.held) = Some(Vec::new());
+        self.0.recovering.store(true, Ordering::Release);
+    }
+
+    /// Sends the packets a recovered socket missed (stored after
+    /// `from`), then the live packets held meanwhile that were not among
+    /// them, in order, and goes live. Runs under the hold lock, so a live
+    /// packet arriving meanwhile waits and follows.
+    pub(crate) fn finish_recovery(&self, missed: &[MissedPacket], from: &Offset) {
+        let mut held = lock(&self.0.held);
+        let mut last = from.clone();
+        for m in missed {
+            let _ = self.send_frames(&m.packet.frames(), false);
+            last = m.offset.clone();
+        }
+        for h in held.take().unwrap_or_default() {
+            // A held packet already replayed (stored before the missed
+            // packets were read) is not sent twice.
+            if h.offset.as_ref().is_some_and(|o| !o.is_after(&last)) {
+                continue;
+            }
+            let _ = self.send_frames(&h.frames, h.volatile);
+        }
+        self.0.recovering.store(false, Ordering::Release);
     }
 
     pub(crate) fn set_connected(&self) {
@@ -522,10 +616,10 @@ impl Socket {
                         let _ = tx.send(args);
                     }
                     Some(AckSlot::Broadcast(tx)) => {
-                        let _ = tx.send(AckResponse {
-                            socket: self.0.id,
+                        let _ = tx.send(AckEvent::Ack(AckResponse {
+                            socket: Some(self.0.id),
                             args,
-                        });
+                        }));
                     }
                     None => {}
                 }
@@ -588,6 +682,18 @@ impl Socket {
             for handler in &disconnecting {
                 run(handler(self.clone(), reason));
             }
+            if let (Some(pid), true) = (self.0.pid, reason.is_recoverable()) {
+                let session = PersistedSession {
+                    sid: self.0.id,
+                    pid,
+                    rooms: self.rooms(),
+                    data: self.data_value(),
+                };
+                let adapter = Arc::clone(self.0.ns.adapter());
+                run(Box::pin(
+                    async move { adapter.persist_session(session).await },
+                ));
+            }
         }
         // Disconnected first: a concurrent join (which the adapter checks
         // against `connected` under its index lock) cannot slip in after
@@ -625,4 +731,65 @@ fn check_event(event: &str) -> Result<(), EmitError> {
         return Err(EmitError::ReservedEvent(event.to_owned()));
     }
     Ok(())
+}
+
+impl LocalSocket for SocketInner {
+    fn id(&self) -> Sid {
+        self.id
+    }
+
+    fn deliver(&self, packet: Outgoing<'_>) -> bool {
+        if self.recovering.load(Ordering::Acquire) {
+            let mut held = lock(&self.held);
+            if let Some(held) = held.as_mut() {
+                held.push(Held {
+                    frames: packet.frames.to_vec(),
+                    volatile: packet.volatile,
+                    offset: packet.offset.cloned(),
+                });
+                return true;
+            }
+        }
+        matches!(send_frames(self, packet.frames, packet.volatile), Ok(true))
+    }
+
+    fn expect_ack(&self, id: u64, sink: AckSink) {
+        lock(&self.acks).insert(id, AckSlot::Broadcast(sink));
+    }
+
+    fn forget_ack(&self, id: u64) {
+        lock(&self.acks).remove(&id);
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn data(&self) -> serde_json::Value {
+        lock(&self.data).clone()
+    }
+
+    fn handshake(&self) -> Handshake {
+        self.handshake.clone()
+    }
+
+    fn disconnect(&self, close: bool) {
+        if let Some(socket) = self.ns.get(self.id) {
+            socket.disconnect_with(close);
+        }
+    }
+}
+
+/// Queues frames on a socket's session, if it is connected.
+fn send_frames(inner: &SocketInner, frames: &[Frame], volatile: bool) -> Result<bool, EmitError> {
+    if !inner.connected.load(Ordering::Acquire) {
+        return Err(EmitError::Disconnected);
+    }
+    inner
+        .session
+        .send_frames(frames, volatile)
+        .map_err(|e| match e {
+            SendError::SlowConsumer => EmitError::SlowConsumer,
+            _ => EmitError::Disconnected,
+        })
 }
