@@ -80,7 +80,8 @@ impl Handshake {
         self.url().split_once('?').map(|(_, q)| q)
     }
 
-    /// One query parameter of the handshake URL (not percent-decoded).
+    /// One query parameter of the handshake URL, as written (not
+    /// percent-decoded; [`Handshake::query`] decodes).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.raw_query()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -88,7 +89,8 @@ impl Handshake {
         })
     }
 
-    /// Every query parameter, in order.
+    /// Every query parameter, in order, percent-decoded (`+` is a space),
+    /// as Node's `handshake.query` holds them.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.raw_query()
             .unwrap_or("")
@@ -96,12 +98,12 @@ impl Handshake {
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (k.to_owned(), v.to_owned())
+                (percent_decode(k), percent_decode(v))
             })
             .collect()
     }
 
-    /// Every query parameter.
+    /// Every query parameter, percent-decoded.
     pub fn query(&self) -> HashMap<String, String> {
         self.query_pairs().into_iter().collect()
     }
@@ -237,6 +239,33 @@ impl Handshake {
     }
 }
 
+/// Percent-decodes a query component (`+` is a space); invalid escapes
+/// and invalid UTF-8 are kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
 /// A time as JavaScript's `Date.prototype.toString` writes it in UTC:
 /// `Tue Dec 01 2026 07:03:49 GMT+0000 (Coordinated Universal Time)`.
 fn js_date_string(t: SystemTime) -> String {
@@ -308,6 +337,12 @@ mod tests {
         assert!(h.xdomain());
         assert_eq!(h.issued(), 1_700_000_000_123);
         assert_eq!(h.auth().get("token").and_then(Value::as_str), Some("t"));
+        let q = Handshake::from_json(&serde_json::json!({"url": "/x?a=x%20y&b=1+2&c=%zz&d=%"}));
+        assert_eq!(
+            q.query_pairs(),
+            [("a", "x y"), ("b", "1 2"), ("c", "%zz"), ("d", "%")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
         let back = h.to_json();
         assert_eq!(back["url"], json["url"]);
         assert_eq!(back["issued"], json["issued"]);

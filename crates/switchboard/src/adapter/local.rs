@@ -234,6 +234,13 @@ impl LocalAdapter {
                 .is_some_and(|sid| self.nsp.socket(sid).is_some())
     }
 
+    /// Whether `room` is the id of a socket of this node.
+    pub fn is_socket_id(&self, room: &str) -> bool {
+        room.parse::<Sid>()
+            .ok()
+            .is_some_and(|sid| self.nsp.socket(sid).is_some())
+    }
+
     /// The named rooms with sockets on this node (own-id rooms excluded).
     pub fn named_rooms(&self) -> Vec<Room> {
         self.read().rooms.keys().cloned().collect()

@@ -389,8 +389,16 @@ pub trait Adapter: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Waits until what this adapter asked of the cluster transport so far
+    /// is in effect (its subscriptions, including those of rooms just
+    /// joined, are confirmed): after it, messages other nodes publish are
+    /// received. A local adapter is always ready.
+    async fn ready(&self) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
     /// Stops the adapter (unsubscribes from other nodes). Called when the
-    /// namespace goes away.
+    /// server closes.
     fn close(&self) {}
 }
 

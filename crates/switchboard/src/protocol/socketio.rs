@@ -278,10 +278,12 @@ fn push_args<T: Serialize + ?Sized>(
     match args {
         Args::One => buf.push(b']'),
         Args::Spread => {
-            if buf.get(start) != Some(&b'[') {
+            // `()` (written `null`) means no arguments, as `[]` does.
+            let unit = &buf[start..] == b"null";
+            if buf.get(start) != Some(&b'[') && !unit {
                 return Err(EncodeError::NotAnArray);
             }
-            if buf.len() == start + 2 {
+            if unit || buf.len() == start + 2 {
                 // `[]`: no arguments; drop it and the separating comma.
                 buf.truncate(if has_prev { start - 1 } else { start });
                 buf.push(b']');
@@ -486,7 +488,9 @@ mod tests {
     fn encodes_events_acks_and_control_packets() {
         let e = encode_event("/", "message", &(1, "2"), Args::Spread, None).unwrap();
         assert_eq!(text(&e), r#"42["message",1,"2"]"#);
-        let e = encode_event("/", "hi", &(), Args::Spread, None).unwrap_err();
+        let e = encode_event("/", "hi", &(), Args::Spread, None).unwrap();
+        assert_eq!(text(&e), r#"42["hi"]"#);
+        let e = encode_event("/", "hi", &7, Args::Spread, None).unwrap_err();
         assert!(matches!(e, EncodeError::NotAnArray));
         let e = encode_event("/", "hi", &Vec::<u8>::new(), Args::Spread, Some(3)).unwrap();
         assert_eq!(text(&e), r#"423["hi"]"#);

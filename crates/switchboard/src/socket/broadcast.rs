@@ -118,13 +118,32 @@ impl BroadcastOperator {
         event: &str,
         data: &T,
     ) -> Result<Vec<AckResponse>, BroadcastAckError> {
+        self.request(event, data, Args::One).await
+    }
+
+    /// [`emit_with_ack`](Self::emit_with_ack) with the items of `args` as
+    /// the arguments (`()` or an empty slice for none).
+    pub async fn emit_many_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<Vec<AckResponse>, BroadcastAckError> {
+        self.request(event, args, Args::Spread).await
+    }
+
+    async fn request<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        args: Args,
+    ) -> Result<Vec<AckResponse>, BroadcastAckError> {
         let fail = |error| BroadcastAckError {
             responses: Vec::new(),
             error,
         };
         check(event).map_err(fail)?;
         let id = self.ns.next_ack_id();
-        let packet = socketio::encode_event(&self.ns.name, event, data, Args::One, Some(id))
+        let packet = socketio::encode_event(&self.ns.name, event, data, args, Some(id))
             .map_err(|e| fail(BroadcastError::Emit(e.into())))?;
         let timeout = self.timeout.unwrap_or(DEFAULT_BROADCAST_ACK_TIMEOUT);
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -217,6 +217,11 @@ impl Socket {
         self.0.id
     }
 
+    /// The namespace of this socket.
+    pub fn namespace(&self) -> super::Namespace {
+        super::Namespace(Arc::clone(&self.0.ns))
+    }
+
     /// The namespace name.
     pub fn ns(&self) -> &str {
         &self.0.ns.name
