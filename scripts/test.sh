@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: Rust unit and integration tests, the benchmark
-# smoke run, the interop tests that drive the official socket.io-client
-# (Node) against the example servers, then the end-to-end tests of the
-# `switchboard` binary with real peers (socket.io-client, ws, eventsource)
-# and a real browser (playwright-core driving Debian's Chromium). Installs
-# what it needs when missing: the Node packages (npm ci) and Chromium
-# (apt-get).
+# Runs the whole test suite: Rust unit and integration tests (the Redis
+# adapter's against the Redis at 127.0.0.1:6379, plus redis-server
+# processes of their own on other ports), the benchmark smoke run, the
+# interop tests that drive the official socket.io-client (Node) against the
+# example servers, the cluster tests that mix Node socket.io servers (with
+# the official Redis adapters) and Rust nodes in one cluster, then the
+# end-to-end tests of the `switchboard` binary with real peers
+# (socket.io-client, ws, eventsource) and a real browser (playwright-core
+# driving Debian's Chromium). Installs what it needs when missing: the Node
+# packages (npm ci), Redis and Chromium (apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,18 +16,30 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are required for the interop tests" >&2
   exit 1
 fi
-for dir in tests/interop tests/server; do
+for dir in tests/interop tests/cluster tests/server; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund
   fi
 done
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "== installing Debian's Redis (redis-server, redis-cli) for the cluster tests"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export REDIS_URL
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  echo "== starting a Redis server at $REDIS_URL for the cluster tests"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "${REDIS_URL##*:}" --save "" --appendonly no >/dev/null
+  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
 export CHROMIUM_PATH
 if [ ! -x "$CHROMIUM_PATH" ]; then
   echo "== installing Debian's Chromium for the browser tests"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
@@ -38,6 +53,9 @@ python3 bench/run.py --smoke
 
 echo "== interop: official socket.io-client against the examples"
 node --test --test-concurrency=1 tests/interop/
+
+echo "== cluster: Node socket.io servers (official Redis adapters) and Rust nodes in one cluster"
+node --test --test-concurrency=1 tests/cluster/
 
 echo "== end to end: the switchboard binary with real peers and a real browser"
 node --test --test-concurrency=1 tests/server/
