@@ -390,8 +390,9 @@ pub trait Adapter: Send + Sync + 'static {
     }
 
     /// Waits until what this adapter asked of the cluster transport so far
-    /// is in effect (its subscriptions, including those of rooms just
-    /// joined, are confirmed): after it, messages other nodes publish are
+    /// is in effect: what it queued is sent (persisted sessions included)
+    /// and its subscriptions, including those of rooms just joined, are
+    /// confirmed, so that messages other nodes publish from now on are
     /// received. A local adapter is always ready.
     async fn ready(&self) -> Result<(), AdapterError> {
         Ok(())

@@ -542,8 +542,17 @@ impl SocketIo {
         for session in self.engine.sessions() {
             session.close(crate::engine::CloseReason::ForcedClose);
         }
+        // What the adapters still have to send (sessions persisted for
+        // recovery after a restart) goes out before they close.
         for ns in self.engine.handler().namespaces() {
-            ns.adapter().close();
+            let adapter = ns.adapter();
+            if let Err(e) = tokio::time::timeout(grace, adapter.ready())
+                .await
+                .unwrap_or(Ok(()))
+            {
+                tracing::warn!(nsp = ns.name(), error = %e, "the adapter could not flush before closing");
+            }
+            adapter.close();
         }
     }
 }
