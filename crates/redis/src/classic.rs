@@ -27,7 +27,10 @@ use tokio::sync::mpsc;
 
 use crate::codec::{self, obj, s, strings, text, texts};
 use crate::driver::{Driver, Outgoing, Topic};
-use crate::packet::{encode, event_data, opts_from, opts_of, packet_of, socket_from, socket_of};
+use crate::packet::{
+    Malformed, encode, event_checked, opts_checked, opts_from, opts_of, packet_of, rooms_checked,
+    socket_from, socket_of,
+};
 use crate::requests::{Requests, uid2};
 use crate::{Config, unavailable};
 
@@ -160,14 +163,22 @@ impl Classic {
             Ok(_) => return self.malformed("broadcast", "not [uid, packet, opts]"),
             Err(e) => return self.malformed("broadcast", e),
         };
-        if text(msg.first()).as_deref() == Some(self.uid.as_str()) {
-            return;
+        match text(msg.first()) {
+            None => return self.malformed("broadcast", "the uid is not a string"),
+            Some(uid) if uid == self.uid => return,
+            Some(_) => {}
         }
-        let Some(data) = event_data(&msg[1], &self.nsp) else {
-            return;
+        let data = match event_checked(msg.get(1), &self.nsp) {
+            Ok(Some(data)) => data,
+            Ok(None) => return,
+            Err(e) => return self.malformed("broadcast", e),
+        };
+        let opts = match opts_checked(msg.get(2)) {
+            Ok(opts) => opts,
+            Err(e) => return self.malformed("broadcast", e),
         };
         if let Some(packet) = encode(&self.nsp, data, None) {
-            self.local.broadcast(&packet, &opts_from(msg.get(2)), None);
+            self.local.broadcast(&packet, &opts, None);
         }
     }
 
@@ -175,9 +186,13 @@ impl Classic {
     /// disconnects apply to the sender through its own subscription).
     fn on_request(&self, _channel: &str, payload: Bytes) {
         let request = match codec::decode_any(&payload) {
-            Ok(r) => r,
+            Ok(r @ Value::Object(_)) => r,
+            Ok(_) => return self.malformed("request", "not a map"),
             Err(e) => return self.malformed("request", e),
         };
+        if let Err(e) = self.check_request(&request) {
+            return self.malformed("request", e);
+        }
         let request_id = text(request.get("requestId"));
         let own = request_id
             .as_deref()
@@ -209,7 +224,9 @@ impl Classic {
                 self.respond(&request, answer(vec![("rooms", strings(&rooms))]));
             }
             Some(k @ (kind::REMOTE_JOIN | kind::REMOTE_LEAVE | kind::REMOTE_DISCONNECT)) => {
-                if let Some(opts) = request.get("opts") {
+                // As Node's adapter: with options, a selection; without (or
+                // null), the older form for one socket.
+                if let Some(opts) = request.get("opts").filter(|o| !matches!(o, Value::Null)) {
                     let opts = opts_from(Some(opts));
                     match k {
                         kind::REMOTE_JOIN => {
@@ -289,20 +306,69 @@ impl Classic {
         }
     }
 
+    /// Whether a request has the fields its type needs, of the right
+    /// types (what is not checked here is read leniently).
+    fn check_request(&self, request: &Value) -> Result<(), Malformed> {
+        let Some(kind) = request.get("type") else {
+            return Err("no type");
+        };
+        let Some(kind) = kind.as_u64() else {
+            return Err("the type is not a number");
+        };
+        match request.get("requestId") {
+            None | Some(Value::String(_) | Value::Number(_)) => {}
+            Some(_) => return Err("the request id is not a string"),
+        }
+        match kind {
+            kind::SOCKETS => {
+                rooms_checked(request.get("rooms"))?;
+            }
+            kind::REMOTE_JOIN | kind::REMOTE_LEAVE | kind::REMOTE_DISCONNECT => {
+                match request.get("opts").filter(|o| !matches!(o, Value::Null)) {
+                    Some(opts) => {
+                        opts_checked(Some(opts))?;
+                        rooms_checked(request.get("rooms"))?;
+                    }
+                    // The older form: one socket by id.
+                    None if text(request.get("sid")).is_none() => {
+                        return Err("neither options nor a socket id");
+                    }
+                    None => {}
+                }
+            }
+            kind::REMOTE_FETCH => {
+                opts_checked(request.get("opts"))?;
+            }
+            kind::SERVER_SIDE_EMIT => match request.get("data") {
+                Some(Value::Array(args))
+                    if matches!(args.first(), Some(Value::String(_) | Value::Number(_))) => {}
+                _ => return Err("the event is not [name, ...args]"),
+            },
+            kind::BROADCAST => {
+                if text(request.get("requestId")).is_none() {
+                    return Err("a broadcast with acks without request id");
+                }
+                event_checked(request.get("packet"), &self.nsp)?;
+                opts_checked(request.get("opts"))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Sends another node's broadcast with acks to this node's sockets and
     /// answers with their count, then each ack.
     fn broadcast_for(&self, request: &Value, id: String) {
-        let Some(packet) = request.get("packet") else {
+        let Ok(Some(data)) = event_checked(request.get("packet"), &self.nsp) else {
             return;
         };
-        let Some(data) = event_data(packet, &self.nsp) else {
+        let Ok(opts) = opts_checked(request.get("opts")) else {
             return;
         };
         let ack_id = self.local.namespace().next_ack_id();
         let Some(encoded) = encode(&self.nsp, data, Some(ack_id)) else {
             return;
         };
-        let opts = opts_from(request.get("opts"));
         let timeout = request
             .get("opts")
             .and_then(|o| o.get("flags"))
@@ -357,11 +423,12 @@ impl Classic {
     /// An answer to one of this node's requests.
     fn on_response(&self, _channel: &str, payload: Bytes) {
         let response = match codec::decode_any(&payload) {
-            Ok(r) => r,
+            Ok(r @ Value::Object(_)) => r,
+            Ok(_) => return self.malformed("response", "not a map"),
             Err(e) => return self.malformed("response", e),
         };
         let Some(id) = text(response.get("requestId")) else {
-            return;
+            return self.malformed("response", "no request id");
         };
         if self.requests.is_own_ack_request(&id) {
             match response.get("type").and_then(Value::as_u64) {

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{self, obj, s, strings, text, texts};
 use crate::driver::{Driver, Handler, Outgoing, Topic};
 use crate::packet::{
-    encode, event_data, opts_from, opts_of, packet_of, session_from, session_of, socket_from,
-    socket_of,
+    Malformed, encode, event_checked, event_data, opts_checked, opts_from, opts_of, packet_of,
+    rooms_checked, session_from, session_of, socket_from, socket_of,
 };
 use crate::requests::{Requests, hex16};
 use crate::{Config, Mode, SubscriptionMode, unavailable};
@@ -237,6 +237,9 @@ impl Cluster {
 
     /// A message of another node (`offset`: its stream entry id).
     fn on_message(&self, msg: &Value, offset: Option<&str>) {
+        if let Err(e) = check_message(msg, &self.nsp) {
+            return self.malformed("message", e);
+        }
         if text(msg.get("uid")).as_deref() == Some(self.uid.as_str()) {
             return;
         }
@@ -575,6 +578,68 @@ impl Cluster {
         apply(&self.local);
         r.map(|_| ())
     }
+}
+
+/// Whether a message `{uid, nsp, type, data}` has what its type needs, of
+/// the right types (what is not checked here is read leniently). Messages
+/// of other namespaces and of types this node does not handle (heartbeats)
+/// are only checked for their envelope.
+fn check_message(msg: &Value, nsp: &str) -> Result<(), Malformed> {
+    if !matches!(msg, Value::Object(_)) {
+        return Err("not a map");
+    }
+    if text(msg.get("uid")).is_none() {
+        return Err("no uid");
+    }
+    let Some(Value::String(msg_nsp)) = msg.get("nsp") else {
+        return Err("no namespace");
+    };
+    let Some(kind) = msg.get("type").and_then(Value::as_u64) else {
+        return Err("the type is not a number");
+    };
+    if msg_nsp != nsp {
+        return Ok(());
+    }
+    let data = msg.get("data");
+    let request_id = data.and_then(|d| d.get("requestId"));
+    match request_id {
+        None | Some(Value::String(_) | Value::Number(_)) => {}
+        Some(_) => return Err("the request id is not a string"),
+    }
+    match kind {
+        kind::BROADCAST => {
+            event_checked(data.and_then(|d| d.get("packet")), nsp)?;
+            opts_checked(data.and_then(|d| d.get("opts")))?;
+        }
+        kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE => {
+            opts_checked(data.and_then(|d| d.get("opts")))?;
+            rooms_checked(data.and_then(|d| d.get("rooms")))?;
+        }
+        kind::DISCONNECT_SOCKETS => {
+            opts_checked(data.and_then(|d| d.get("opts")))?;
+        }
+        kind::FETCH_SOCKETS => {
+            opts_checked(data.and_then(|d| d.get("opts")))?;
+            if request_id.is_none() {
+                return Err("a fetch without request id");
+            }
+        }
+        kind::SERVER_SIDE_EMIT => match data.and_then(|d| d.get("packet")) {
+            Some(Value::Array(args))
+                if matches!(args.first(), Some(Value::String(_) | Value::Number(_))) => {}
+            _ => return Err("the event is not [name, ...args]"),
+        },
+        kind::BROADCAST_CLIENT_COUNT
+        | kind::BROADCAST_ACK
+        | kind::FETCH_SOCKETS_RESPONSE
+        | kind::SERVER_SIDE_EMIT_RESPONSE
+            if request_id.is_none() =>
+        {
+            return Err("a response without request id");
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Whether a message type may carry binary data.
@@ -930,7 +995,9 @@ impl Adapter for Cluster {
                 let Some(data) = msg.get("data") else {
                     continue;
                 };
-                let opts = opts_from(data.get("opts"));
+                let Ok(opts) = opts_checked(data.get("opts")) else {
+                    continue;
+                };
                 if opts.volatile || !should_include(rooms, &opts.rooms, &opts.except) {
                     continue;
                 }
@@ -946,6 +1013,24 @@ impl Adapter for Cluster {
                     });
                 }
             }
+        }
+        // Entries up to `from` reach this node's sockets live two ways,
+        // either of which may lag behind the read above: this node's own
+        // broadcasts once the publisher has their ids, the others' through
+        // the stream reader. Wait until both have handed all of them out
+        // (meanwhile the recovering socket holds live packets and drops
+        // those replayed here), so that none comes again after the replay.
+        let caught_up = async {
+            let _ = self.driver.flush().await;
+            if let Some(routes) = self.driver.read_stream_routes(stream) {
+                routes.reached(&from).await;
+            }
+        };
+        if tokio::time::timeout(self.config.request_timeout, caught_up)
+            .await
+            .is_err()
+        {
+            tracing::debug!(nsp = %self.nsp, offset = %from, "live delivery is behind the store; packets may repeat");
         }
         Ok(missed)
     }

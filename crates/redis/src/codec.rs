@@ -80,9 +80,17 @@ pub(crate) fn pack(value: &Value) -> Vec<u8> {
     out
 }
 
+/// How deep MessagePack may nest (serde_json's limit for JSON): deeper
+/// input is refused rather than followed down the stack (rmp-serde's own
+/// limit, 1024 levels, overflows a 2 MiB thread stack).
+const MAX_DEPTH: usize = 128;
+
 /// A value from MessagePack.
 pub(crate) fn unpack(bytes: &[u8]) -> Result<Value, DecodeError> {
-    Ok(rmp_serde::from_slice(bytes)?)
+    use serde::Deserialize as _;
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    Ok(Value::deserialize(&mut de)?)
 }
 
 /// JSON of a value, as `JSON.stringify` writes it.

@@ -90,8 +90,18 @@ pub(crate) struct Driver {
     subq: mpsc::UnboundedSender<SubOp>,
     outbox: mpsc::Sender<Outgoing>,
     /// Whether Redis is believed reachable (false from a lost connection
-    /// until it is back).
+    /// until it is back). While it is false a probe runs (see
+    /// [`Driver::probe`]): commands are not even tried then, so nothing
+    /// else would find out that Redis is back.
     up: AtomicBool,
+    /// Whether the subscriber connection has its subscriptions (false from
+    /// its loss until Redis confirms them again).
+    subscribed: AtomicBool,
+    /// Whether the probe runs.
+    probing: AtomicBool,
+    /// Wakes the probe early (the subscriptions are back).
+    wake_probe: Arc<tokio::sync::Notify>,
+    me: Weak<Driver>,
     pub(crate) metrics: Arc<Metrics>,
     readers: Mutex<HashMap<String, Arc<StreamRoutes>>>,
     /// The runtime the driver's tasks run on (adapters may be created
@@ -113,6 +123,17 @@ pub(crate) struct StreamRoutes {
     /// are read).
     started: tokio::sync::Notify,
     ready: AtomicBool,
+    /// The id (`ms-seq`) of the last entry the reader handed out, or of the
+    /// entry it started after.
+    position: Mutex<(u64, u64)>,
+    /// Signalled when `position` moves.
+    moved: tokio::sync::Notify,
+}
+
+/// A stream entry id `ms-seq` as numbers.
+fn entry_key(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Receives stream entries: `(entry id, fields)`.
@@ -155,7 +176,11 @@ impl Driver {
             .await?;
         let (subq, subq_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
-        let driver = Arc::new(Driver {
+        let driver = Arc::new_cyclic(|me| Driver {
+            me: me.clone(),
+            subscribed: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            wake_probe: Arc::default(),
             cmd,
             sub,
             url: url.to_owned(),
@@ -191,7 +216,14 @@ impl Driver {
     }
 
     fn mark(&self, up: bool) {
+        // Not back until the subscriptions are.
+        if up && !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
         let was = self.up.swap(up, Ordering::AcqRel);
+        if !up {
+            self.probe();
+        }
         if was && !up {
             self.metrics.disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(url = %self.url, "redis connection lost: cluster operations fail until it is back; local ones go on");
@@ -199,6 +231,40 @@ impl Driver {
             self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(url = %self.url, "redis connection restored; subscriptions re-established");
         }
+    }
+
+    /// While Redis is believed unreachable, PINGs it through the command
+    /// connection (which makes that connection reconnect) with backoff,
+    /// or as soon as the subscriptions are back, until it answers with the
+    /// subscriptions in place: then Redis is up again. At most one runs.
+    fn probe(&self) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.me.clone();
+        let wake = Arc::clone(&self.wake_probe);
+        self.runtime.spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let Some(d) = me.upgrade() else { return };
+                d.metrics.commands.fetch_add(1, Ordering::Relaxed);
+                let mut con = d.cmd.clone();
+                let pong = redis::cmd("PING").exec_async(&mut con).await.is_ok();
+                if pong && d.subscribed.load(Ordering::Acquire) {
+                    // Cleared first: a loss noticed from now on starts
+                    // another probe.
+                    d.probing.store(false, Ordering::Release);
+                    d.mark(true);
+                    return;
+                }
+                drop(d);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = wake.notified() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        });
     }
 
     fn note_error(&self, e: &RedisError) {
@@ -273,6 +339,22 @@ impl Driver {
                 false
             }
         }
+    }
+
+    /// Waits until the publisher has handled (sent, and run the callbacks
+    /// of) every command queued before this call.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.enqueue(Outgoing {
+            cmd: redis::cmd("PING"),
+            done: Some(Box::new(move |r| {
+                let _ = tx.send(r.map(|_| ()));
+            })),
+        });
+        if !queued {
+            return Err(Error::Unavailable);
+        }
+        rx.await.unwrap_or(Err(Error::Unavailable))
     }
 
     /// Subscribes `handler` to `topic` (issued in order; see
@@ -367,6 +449,29 @@ impl Driver {
 }
 
 impl StreamRoutes {
+    fn advance(&self, id: &str) {
+        if let Some(key) = entry_key(id) {
+            let mut p = self.position.lock().unwrap_or_else(|e| e.into_inner());
+            if key > *p {
+                *p = key;
+            }
+        }
+        self.moved.notify_waiters();
+    }
+
+    /// Waits until the reader has handed out the entry `id` (and every one
+    /// before it), or started after it.
+    pub(crate) async fn reached(&self, id: &str) {
+        let Some(target) = entry_key(id) else { return };
+        loop {
+            let moved = self.moved.notified();
+            if *self.position.lock().unwrap_or_else(|e| e.into_inner()) >= target {
+                return;
+            }
+            moved.await;
+        }
+    }
+
     /// Waits until the reader knows where it starts (entries added from
     /// now on will be read).
     pub(crate) async fn started(&self) {
@@ -425,11 +530,17 @@ async fn dispatch(driver: Weak<Driver>, mut rx: mpsc::UnboundedReceiver<PushInfo
                 (Topic::Pattern(pattern), channel, payload)
             }
             PushKind::Disconnection => {
+                driver.subscribed.store(false, Ordering::Release);
                 driver.mark(false);
                 continue;
             }
             PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe => {
-                driver.mark(true);
+                // The probe tells whether commands go through too.
+                driver.subscribed.store(true, Ordering::Release);
+                if !driver.is_up() {
+                    driver.probe();
+                    driver.wake_probe.notify_one();
+                }
                 continue;
             }
             _ => continue,
@@ -596,7 +707,9 @@ async fn read_stream(driver: Weak<Driver>, name: String, routes: Arc<StreamRoute
                 .await;
             match r {
                 Ok(v) => {
-                    last = Some(first_entry_id(v).unwrap_or_else(|| "0-0".to_owned()));
+                    let start = first_entry_id(v).unwrap_or_else(|| "0-0".to_owned());
+                    routes.advance(&start);
+                    last = Some(start);
                     routes.ready.store(true, Ordering::Release);
                     routes.started.notify_waiters();
                 }
@@ -633,6 +746,11 @@ async fn read_stream(driver: Weak<Driver>, name: String, routes: Arc<StreamRoute
                             .get("nsp")
                             .and_then(|b| std::str::from_utf8(b).ok())
                             .map(str::to_owned);
+                        if nsp.is_none() {
+                            // Every entry names its namespace.
+                            d.metrics.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(stream = %name, %id, "ignoring a stream entry without namespace");
+                        }
                         if let Some(nsp) = nsp {
                             let handler = routes
                                 .routes
@@ -644,6 +762,7 @@ async fn read_stream(driver: Weak<Driver>, name: String, routes: Arc<StreamRoute
                                 h(&id, &fields);
                             }
                         }
+                        routes.advance(&id);
                         last = Some(id);
                     }
                 }

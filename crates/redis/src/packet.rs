@@ -44,6 +44,75 @@ pub(crate) fn event_data<'a>(packet: &'a Value, nsp: &str) -> Option<&'a [Value]
     }
 }
 
+/// Why a message of another node was refused (see [`crate::Metrics`]'s
+/// `malformed`).
+pub(crate) type Malformed = &'static str;
+
+/// Most rooms one list of a message may name (rooms, except, rooms to
+/// join or leave): a longer one makes the message malformed, which bounds
+/// the work (and the room index growth) one message can cause.
+pub(crate) const MAX_ROOMS: usize = 100_000;
+
+/// The event data of a packet another node sent, checked: `Ok(None)` when
+/// it is for another namespace, `Err` when it is not an event packet (not
+/// a map, another packet type, no `[name, ...args]`).
+pub(crate) fn event_checked<'a>(
+    packet: Option<&'a Value>,
+    nsp: &str,
+) -> Result<Option<&'a [Value]>, Malformed> {
+    let Some(packet @ Value::Object(_)) = packet else {
+        return Err("the packet is not a map");
+    };
+    match packet.get("nsp") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(_) => return Err("the packet's namespace is not a string"),
+    }
+    match packet.get("type") {
+        None => {}
+        Some(t) if matches!(t.as_u64(), Some(2 | 5)) => {}
+        Some(_) => return Err("the packet is not an event"),
+    }
+    match packet.get("data") {
+        Some(Value::Array(items))
+            if matches!(items.first(), Some(Value::String(_) | Value::Number(_))) => {}
+        _ => return Err("the packet has no [name, ...args]"),
+    }
+    Ok(event_data(packet, nsp))
+}
+
+/// A list of rooms another node sent, checked: absent (or null) is none;
+/// otherwise a list of at most [`MAX_ROOMS`] strings or numbers (a null
+/// item is the empty name, as [`texts`] reads it).
+pub(crate) fn rooms_checked(v: Option<&Value>) -> Result<Vec<String>, Malformed> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.len() > MAX_ROOMS => Err("too many rooms"),
+        Some(Value::Array(items))
+            if items
+                .iter()
+                .all(|i| matches!(i, Value::String(_) | Value::Number(_) | Value::Null)) =>
+        {
+            Ok(texts(v))
+        }
+        Some(_) => Err("rooms are not a list of names"),
+    }
+}
+
+/// Broadcast options another node sent, checked: a map whose `rooms` and
+/// `except` are lists of rooms and whose `flags`, if any, are a map.
+pub(crate) fn opts_checked(v: Option<&Value>) -> Result<BroadcastOptions, Malformed> {
+    let Some(o @ Value::Object(_)) = v else {
+        return Err("the options are not a map");
+    };
+    rooms_checked(o.get("rooms"))?;
+    rooms_checked(o.get("except"))?;
+    match o.get("flags") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(_) => return Err("the flags are not a map"),
+    }
+    Ok(opts_from(v))
+}
+
 /// Encodes event data `[event, ...args]` for this node's sockets.
 pub(crate) fn encode(nsp: &str, data: &[Value], ack_id: Option<u64>) -> Option<Encoded> {
     let (name, args) = data.split_first()?;
