@@ -475,9 +475,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("listening on {port}");
     tokio::select! {
-        r = serve(io, listener) => r?,
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate() => {}
+        r = serve(io.clone(), listener) => r?,
+        _ = tokio::signal::ctrl_c() => io.close(Duration::from_secs(2)).await,
+        _ = terminate() => io.close(Duration::from_secs(2)).await,
     }
     Ok(())
 }

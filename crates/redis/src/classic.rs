@@ -753,6 +753,11 @@ impl Adapter for Classic {
     }
 
     async fn ready(&self) -> Result<(), AdapterError> {
+        // What is queued goes out, then the subscriptions are confirmed.
+        tokio::time::timeout(self.config.request_timeout, self.driver.flush())
+            .await
+            .map_err(|_| AdapterError::Unavailable("the publisher did not drain".into()))?
+            .map_err(|e| unavailable(&e))?;
         self.driver
             .sync(self.config.request_timeout)
             .await

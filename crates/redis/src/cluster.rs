@@ -1036,6 +1036,12 @@ impl Adapter for Cluster {
     }
 
     async fn ready(&self) -> Result<(), AdapterError> {
+        // What is queued goes out (sessions persisted at shutdown), then
+        // the subscriptions are confirmed.
+        tokio::time::timeout(self.config.request_timeout, self.driver.flush())
+            .await
+            .map_err(|_| AdapterError::Unavailable("the publisher did not drain".into()))?
+            .map_err(|e| unavailable(&e))?;
         self.driver
             .sync(self.config.request_timeout)
             .await

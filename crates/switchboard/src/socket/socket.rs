@@ -69,7 +69,17 @@ pub(crate) struct SocketInner {
     /// packets are held (in `held`) until then.
     recovering: AtomicBool,
     held: Mutex<Option<Vec<Held>>>,
+    /// After a recovery, the offset of the last packet replayed: a stored
+    /// packet delivered late (a cluster store's live path may lag behind
+    /// its read) at or before it is not sent twice. Cleared after a few
+    /// later packets (`replayed_checks` counts them down).
+    replayed: Mutex<Option<Offset>>,
+    replayed_checks: std::sync::atomic::AtomicU32,
 }
+
+/// How many later packets a recovered socket checks against its replayed
+/// offset before it stops checking.
+const REPLAYED_CHECKS: u32 = 64;
 
 /// A client connected to a namespace. Cheap to clone; every clone is the
 /// same socket.
@@ -208,6 +218,8 @@ impl Socket {
             recovered: restored.is_some(),
             recovering: AtomicBool::new(false),
             held: Mutex::new(None),
+            replayed: Mutex::new(None),
+            replayed_checks: std::sync::atomic::AtomicU32::new(0),
         }))
     }
 
@@ -583,7 +595,16 @@ impl Socket {
                 continue;
             }
             let _ = self.send_frames(&h.frames, h.volatile);
+            if let Some(o) = h.offset
+                && o.is_after(&last)
+            {
+                last = o;
+            }
         }
+        *lock(&self.0.replayed) = Some(last);
+        self.0
+            .replayed_checks
+            .store(REPLAYED_CHECKS, Ordering::Release);
         self.0.recovering.store(false, Ordering::Release);
     }
 
@@ -753,6 +774,20 @@ impl LocalSocket for SocketInner {
                     offset: packet.offset.cloned(),
                 });
                 return true;
+            }
+        }
+        if self.replayed_checks.load(Ordering::Acquire) > 0
+            && let Some(offset) = packet.offset
+        {
+            let mut replayed = lock(&self.replayed);
+            if let Some(last) = replayed.as_ref() {
+                if !offset.is_after(last) {
+                    // Already replayed during the recovery.
+                    return true;
+                }
+                if self.replayed_checks.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    *replayed = None;
+                }
             }
         }
         matches!(send_frames(self, packet.frames, packet.volatile), Ok(true))
