@@ -8,7 +8,8 @@
 //! PORT=3001 ADAPTER=streams cargo run --release -p switchboard-redis --example cluster
 //! ```
 //!
-//! Environment: `PORT`, `REDIS_URL` (redis://127.0.0.1:6379), `ADAPTER`
+//! Environment: `PORT`, `REDIS_URL` (redis://127.0.0.1:6379), or
+//! `REDIS_CLUSTER` (`host:port,host:port...`, a Redis Cluster), `ADAPTER`
 //! (`redis` | `sharded` | `streams` | `memory`), `PREFIX` (socket.io),
 //! `SESSION_PREFIX` (sio:session:), `SUBSCRIPTION_MODE` (dynamic | static),
 //! `NODE_NAME` (node-<port>), `RECOVERY=1` (connection state recovery,
@@ -461,7 +462,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
+    // REDIS_CLUSTER=host:port,host:port... names the nodes of a Redis
+    // Cluster instead of one server.
+    let cluster: Vec<String> = env("REDIS_CLUSTER", "")
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect();
     let factory = match adapter {
+        Some(a) if !cluster.is_empty() => Some(a.connect_cluster(&cluster).await?),
         Some(a) => Some(a.connect(&redis_url).await?),
         None => None,
     };

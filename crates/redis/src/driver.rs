@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, RedisError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisError as Error;
+use crate::conn::{Conn, Target};
 
 /// Counters of the Redis side of an adapter (see
 /// [`crate::RedisAdapterFactory::metrics`]).
@@ -83,8 +83,10 @@ const BATCH: usize = 512;
 
 /// The shared connections.
 pub(crate) struct Driver {
-    cmd: ConnectionManager,
-    sub: ConnectionManager,
+    cmd: Conn,
+    sub: Conn,
+    target: Target,
+    /// What logs call Redis.
     url: String,
     handlers: RwLock<HashMap<Topic, Handler>>,
     subq: mpsc::UnboundedSender<SubOp>,
@@ -139,41 +141,12 @@ fn entry_key(id: &str) -> Option<(u64, u64)> {
 /// Receives stream entries: `(entry id, fields)`.
 pub(crate) type StreamHandler = Arc<dyn Fn(&str, &HashMap<String, Bytes>) + Send + Sync>;
 
-fn url_with_resp3(url: &str) -> String {
-    if url.contains("protocol=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}protocol=resp3")
-}
-
 impl Driver {
     /// Connects (both connections must succeed once) and starts the tasks.
-    pub(crate) async fn connect(url: &str) -> Result<Arc<Driver>, Error> {
-        let client = redis::Client::open(url)?;
-        let cmd = client
-            .get_connection_manager_with_config(
-                ConnectionManagerConfig::new()
-                    // A call made while Redis is away fails at once; the
-                    // next one tries to reconnect.
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(Some(Duration::from_millis(1000)))
-                    .set_response_timeout(Some(Duration::from_secs(5))),
-            )
-            .await?;
+    pub(crate) async fn connect(target: Target) -> Result<Arc<Driver>, Error> {
+        let cmd = target.commands().await?;
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
-        let sub_client = redis::Client::open(url_with_resp3(url).as_str())?;
-        let sub = sub_client
-            .get_connection_manager_with_config(
-                ConnectionManagerConfig::new()
-                    .set_push_sender(push_tx)
-                    .set_automatic_resubscription()
-                    .set_number_of_retries(usize::MAX)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2))
-                    .set_connection_timeout(Some(Duration::from_millis(1000))),
-            )
-            .await?;
+        let sub = target.subscriber(push_tx).await?;
         let (subq, subq_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let driver = Arc::new_cyclic(|me| Driver {
@@ -183,7 +156,8 @@ impl Driver {
             wake_probe: Arc::default(),
             cmd,
             sub,
-            url: url.to_owned(),
+            url: target.describe(),
+            target,
             handlers: RwLock::new(HashMap::new()),
             subq,
             outbox,
@@ -439,6 +413,21 @@ impl Driver {
         }
     }
 
+    /// Asks again for every sharded subscription, one channel per command.
+    fn resubscribe_shards(&self) {
+        let shards: Vec<Topic> = self
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|t| matches!(t, Topic::Shard(_)))
+            .cloned()
+            .collect();
+        for topic in shards {
+            let _ = self.subq.send(SubOp::Subscribe(topic));
+        }
+    }
+
     fn handler(&self, topic: &Topic) -> Option<Handler> {
         self.handlers
             .read()
@@ -532,6 +521,12 @@ async fn dispatch(driver: Weak<Driver>, mut rx: mpsc::UnboundedReceiver<PushInfo
             PushKind::Disconnection => {
                 driver.subscribed.store(false, Ordering::Release);
                 driver.mark(false);
+                if driver.sub.is_cluster() {
+                    // The cluster client re-subscribes a node's sharded
+                    // channels in one SSUBSCRIBE, which a node refuses when
+                    // they are in different slots: re-subscribe each.
+                    driver.resubscribe_shards();
+                }
                 continue;
             }
             PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe => {
@@ -568,16 +563,7 @@ async fn subscriptions(driver: Weak<Driver>, mut rx: mpsc::UnboundedReceiver<Sub
                     if d.handler(&topic).is_none() {
                         break;
                     }
-                    let r = match &topic {
-                        Topic::Channel(c) => con.subscribe(c).await,
-                        Topic::Pattern(p) => con.psubscribe(p).await,
-                        // One channel per command: the client counts the
-                        // confirmations of a multi-channel SSUBSCRIBE as one
-                        // reply.
-                        Topic::Shard(c) => {
-                            redis::cmd("SSUBSCRIBE").arg(c).exec_async(&mut con).await
-                        }
-                    };
+                    let r = con.subscribe(&topic).await;
                     match r {
                         Ok(()) => break,
                         Err(e) => {
@@ -590,11 +576,7 @@ async fn subscriptions(driver: Weak<Driver>, mut rx: mpsc::UnboundedReceiver<Sub
                 }
             }
             SubOp::Unsubscribe(topic) => {
-                let r = match &topic {
-                    Topic::Channel(c) => con.unsubscribe(c).await,
-                    Topic::Pattern(p) => con.punsubscribe(p).await,
-                    Topic::Shard(c) => redis::cmd("SUNSUBSCRIBE").arg(c).exec_async(&mut con).await,
-                };
+                let r = con.unsubscribe(&topic).await;
                 if let Err(e) = r {
                     tracing::debug!(?topic, error = %e, "unsubscribe failed");
                 }
@@ -618,6 +600,39 @@ async fn publisher(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>) {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut con = d.cmd.clone();
         let started = Instant::now();
+        if con.is_cluster() {
+            // A cluster routes each command by its slot: no mixed-slot
+            // pipeline, but the commands are sent at once, in order, and
+            // answered in order.
+            let calls = batch.iter().map(|out| {
+                let mut con = con.clone();
+                let cmd = out.cmd.clone();
+                async move { cmd.query_async::<redis::Value>(&mut con).await }
+            });
+            let results = futures_util::future::join_all(calls).await;
+            for (out, r) in batch.drain(..).zip(results) {
+                let r = match r {
+                    Ok(v) => {
+                        d.mark(true);
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        d.note_error(&e);
+                        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+                        {
+                            d.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                            Err(Error::Unavailable)
+                        } else {
+                            Err(Error::Command(e.to_string()))
+                        }
+                    }
+                };
+                if let Some(done) = out.done {
+                    done(r);
+                }
+            }
+            continue;
+        }
         let result: Result<Vec<redis::Value>, RedisError> = pipe.query_async(&mut con).await;
         match result {
             Ok(values) => {
@@ -656,11 +671,11 @@ async fn publisher(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>) {
 /// Reads a stream from its end (as it was when the reader started), with
 /// its own connection (a blocking read holds a connection).
 async fn read_stream(driver: Weak<Driver>, name: String, routes: Arc<StreamRoutes>) {
-    let url = match driver.upgrade() {
-        Some(d) => d.url.clone(),
+    let target = match driver.upgrade() {
+        Some(d) => d.target.clone(),
         None => return,
     };
-    let mut con: Option<ConnectionManager> = None;
+    let mut con: Option<Conn> = None;
     let mut last: Option<String> = None;
     let mut delay = Duration::from_millis(50);
     loop {
@@ -671,19 +686,7 @@ async fn read_stream(driver: Weak<Driver>, name: String, routes: Arc<StreamRoute
         }
         drop(d);
         if con.is_none() {
-            let client = match redis::Client::open(url.as_str()) {
-                Ok(c) => c,
-                Err(_) => return,
-            };
-            match client
-                .get_connection_manager_with_config(
-                    ConnectionManagerConfig::new()
-                        .set_number_of_retries(0)
-                        .set_connection_timeout(Some(Duration::from_millis(1000)))
-                        .set_response_timeout(None),
-                )
-                .await
-            {
+            match target.reader().await {
                 Ok(c) => con = Some(c),
                 Err(e) => {
                     tracing::debug!(stream = %name, error = %e, "stream reader cannot connect; retrying");

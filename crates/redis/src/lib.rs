@@ -30,6 +30,7 @@
 mod classic;
 mod cluster;
 mod codec;
+mod conn;
 mod driver;
 mod packet;
 mod requests;
@@ -256,7 +257,24 @@ impl RedisAdapter {
     /// [`switchboard::SocketIoBuilder::adapter`]. Must run inside a Tokio
     /// runtime (the adapter's tasks live there).
     pub async fn connect(self, url: &str) -> Result<RedisAdapterFactory, RedisError> {
-        let driver = driver::Driver::connect(url).await?;
+        self.start(conn::Target::Single(url.to_owned())).await
+    }
+
+    /// Connects to a Redis Cluster through some of its nodes
+    /// (`redis://host:port` each): commands and sharded subscriptions are
+    /// routed by slot, pub/sub and counts span every node. Sharded mode is
+    /// the one made for clusters (as in Node); classic and streams work
+    /// too.
+    pub async fn connect_cluster<S: AsRef<str>>(
+        self,
+        nodes: &[S],
+    ) -> Result<RedisAdapterFactory, RedisError> {
+        let nodes = nodes.iter().map(|n| n.as_ref().to_owned()).collect();
+        self.start(conn::Target::Cluster(nodes)).await
+    }
+
+    async fn start(self, target: conn::Target) -> Result<RedisAdapterFactory, RedisError> {
+        let driver = driver::Driver::connect(target).await?;
         Ok(RedisAdapterFactory {
             inner: Arc::new(Inner {
                 driver,
