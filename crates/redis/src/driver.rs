@@ -109,6 +109,8 @@ pub(crate) struct Driver {
     /// The runtime the driver's tasks run on (adapters may be created
     /// outside of it).
     runtime: tokio::runtime::Handle,
+    /// Counts the times Redis came back (for users that must catch up).
+    reconnected: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -165,11 +167,27 @@ impl Driver {
             metrics: Arc::default(),
             readers: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
+            reconnected: tokio::sync::watch::channel(0).0,
         });
         tokio::spawn(dispatch(Arc::downgrade(&driver), push_rx));
         tokio::spawn(subscriptions(Arc::downgrade(&driver), subq_rx));
         tokio::spawn(publisher(Arc::downgrade(&driver), outbox_rx));
         Ok(driver)
+    }
+
+    /// Moves each time Redis comes back after it was lost.
+    pub(crate) fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnected.subscribe()
+    }
+
+    /// A command connection (for scripts).
+    pub(crate) fn connection(&self) -> Conn {
+        self.cmd.clone()
+    }
+
+    /// Counts a failed command (and notices a lost connection).
+    pub(crate) fn failed(&self, e: &RedisError) {
+        self.note_error(e);
     }
 
     /// Whether Redis is believed reachable.
@@ -203,6 +221,7 @@ impl Driver {
             tracing::warn!(url = %self.url, "redis connection lost: cluster operations fail until it is back; local ones go on");
         } else if !was && up {
             self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.reconnected.send_modify(|n| *n += 1);
             tracing::info!(url = %self.url, "redis connection restored; subscriptions re-established");
         }
     }

@@ -32,6 +32,7 @@ mod cluster;
 mod codec;
 mod conn;
 mod driver;
+mod link;
 mod packet;
 mod requests;
 
@@ -42,6 +43,10 @@ use std::time::Duration;
 use switchboard::adapter::{Adapter, AdapterError, AdapterFactory, LocalNamespace};
 
 pub use driver::Metrics;
+pub use link::{MessageHandler, RedisLink};
+/// The Redis client the adapter is built on (commands and scripts for
+/// [`RedisLink`]).
+pub use redis;
 
 /// How a sharded adapter subscribes (the Node option `subscriptionMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -273,15 +278,24 @@ impl RedisAdapter {
         self.start(conn::Target::Cluster(nodes)).await
     }
 
+    /// Uses connections already made (shared with the application's own
+    /// use of Redis).
+    pub fn with_link(self, link: &RedisLink) -> RedisAdapterFactory {
+        self.on(Arc::clone(&link.driver))
+    }
+
     async fn start(self, target: conn::Target) -> Result<RedisAdapterFactory, RedisError> {
-        let driver = driver::Driver::connect(target).await?;
-        Ok(RedisAdapterFactory {
+        Ok(self.on(driver::Driver::connect(target).await?))
+    }
+
+    fn on(self, driver: Arc<driver::Driver>) -> RedisAdapterFactory {
+        RedisAdapterFactory {
             inner: Arc::new(Inner {
                 driver,
                 config: Arc::new(self.config),
                 adapters: std::sync::Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 }
 
@@ -340,17 +354,7 @@ impl RedisAdapterFactory {
 
     /// The adapter's counters (reconnections, errors, traffic).
     pub fn metrics(&self) -> MetricsSnapshot {
-        let m = &self.inner.driver.metrics;
-        MetricsSnapshot {
-            disconnects: m.disconnects.load(Ordering::Relaxed),
-            reconnects: m.reconnects.load(Ordering::Relaxed),
-            commands: m.commands.load(Ordering::Relaxed),
-            command_errors: m.command_errors.load(Ordering::Relaxed),
-            dropped: m.dropped.load(Ordering::Relaxed),
-            timeouts: m.timeouts.load(Ordering::Relaxed),
-            received: m.received.load(Ordering::Relaxed),
-            malformed: m.malformed.load(Ordering::Relaxed),
-        }
+        snapshot(&self.inner.driver.metrics)
     }
 
     /// Waits until every adapter created so far is listening (its
@@ -368,6 +372,19 @@ impl RedisAdapterFactory {
             a.ready().await?;
         }
         Ok(())
+    }
+}
+
+pub(crate) fn snapshot(m: &Metrics) -> MetricsSnapshot {
+    MetricsSnapshot {
+        disconnects: m.disconnects.load(Ordering::Relaxed),
+        reconnects: m.reconnects.load(Ordering::Relaxed),
+        commands: m.commands.load(Ordering::Relaxed),
+        command_errors: m.command_errors.load(Ordering::Relaxed),
+        dropped: m.dropped.load(Ordering::Relaxed),
+        timeouts: m.timeouts.load(Ordering::Relaxed),
+        received: m.received.load(Ordering::Relaxed),
+        malformed: m.malformed.load(Ordering::Relaxed),
     }
 }
 
