@@ -23,7 +23,6 @@ use switchboard::adapter::{
 };
 use switchboard::protocol::sid::Sid;
 use switchboard::protocol::socketio::Encoded;
-use tokio::sync::mpsc;
 
 use crate::codec::{self, obj, s, strings, text, texts};
 use crate::driver::{Driver, Outgoing, Topic};
@@ -31,7 +30,7 @@ use crate::packet::{
     Malformed, encode, event_checked, opts_checked, opts_from, opts_of, packet_of, rooms_checked,
     socket_from, socket_of,
 };
-use crate::requests::{Requests, uid2};
+use crate::requests::{Requests, relay_acks, uid2};
 use crate::{Config, unavailable};
 
 /// Request types of the classic protocol.
@@ -362,62 +361,33 @@ impl Classic {
         let Ok(Some(data)) = event_checked(request.get("packet"), &self.nsp) else {
             return;
         };
-        let Ok(opts) = opts_checked(request.get("opts")) else {
-            return;
-        };
-        let ack_id = self.local.namespace().next_ack_id();
-        let Some(encoded) = encode(&self.nsp, data, Some(ack_id)) else {
-            return;
-        };
-        let timeout = request
-            .get("opts")
-            .and_then(|o| o.get("flags"))
-            .and_then(|f| f.get("timeout"))
-            .and_then(Value::as_u64)
-            .map_or(self.config.request_timeout, Duration::from_millis);
-        let (sink, mut rx) = mpsc::unbounded_channel();
-        let count = self
-            .local
-            .broadcast_with_ack(&encoded, ack_id, &opts, &sink);
-        drop(sink);
-        let count_answer = obj([
-            ("type", Value::from(kind::BROADCAST_CLIENT_COUNT)),
-            ("requestId", s(id.clone())),
-            ("clientCount", Value::from(count as u64)),
-        ]);
-        self.respond(request, codec::to_json(&count_answer));
-        if count == 0 {
+        if opts_checked(request.get("opts")).is_err() {
             return;
         }
-        let weak = self.me.clone();
-        let request = request.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let mut left = count;
-            while left > 0 {
-                tokio::select! {
-                    event = rx.recv() => match event {
-                        Some(AckEvent::Ack(r)) => {
-                            left -= 1;
-                            let Some(me) = weak.upgrade() else { return };
-                            let answer = obj([
-                                ("type", Value::from(kind::BROADCAST_ACK)),
-                                ("requestId", s(id.clone())),
-                                ("packet", r.args.into_iter().next().unwrap_or(Value::Null)),
-                            ]);
-                            me.respond(&request, codec::pack(&answer));
-                        }
-                        Some(AckEvent::ClientCount(_)) => {}
-                        None => break,
-                    },
-                    () = &mut deadline => break,
-                }
-            }
-            if let Some(me) = weak.upgrade() {
-                me.local.forget_ack(ack_id);
-            }
-        });
+        let (count_id, ack_id, ack_request) = (id.clone(), id, request.clone());
+        relay_acks(
+            self,
+            self.me.clone(),
+            data,
+            request.get("opts"),
+            self.config.request_timeout,
+            |count| {
+                let answer = obj([
+                    ("type", Value::from(kind::BROADCAST_CLIENT_COUNT)),
+                    ("requestId", s(count_id)),
+                    ("clientCount", Value::from(count as u64)),
+                ]);
+                self.respond(request, codec::to_json(&answer));
+            },
+            move |me: &Classic, arg| {
+                let answer = obj([
+                    ("type", Value::from(kind::BROADCAST_ACK)),
+                    ("requestId", s(ack_id.clone())),
+                    ("packet", arg),
+                ]);
+                me.respond(&ack_request, codec::pack(&answer));
+            },
+        );
     }
 
     /// An answer to one of this node's requests.
@@ -519,24 +489,8 @@ fn truthy(v: Option<&Value>) -> bool {
 
 #[async_trait]
 impl Adapter for Classic {
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.local.add_all(sid, rooms);
-    }
-
-    fn del(&self, sid: Sid, room: &str) {
-        self.local.del(sid, room);
-    }
-
-    fn del_all(&self, sid: Sid) {
-        self.local.del_all(sid);
-    }
-
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.local.socket_rooms(sid)
-    }
-
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.local.socket_ids(opts)
+    fn local(&self) -> &LocalAdapter {
+        &self.local
     }
 
     async fn broadcast(

@@ -26,9 +26,8 @@ use switchboard::adapter::{
     AckEvent, AckSink, Adapter, AdapterError, BroadcastOptions, LocalAdapter, LocalNamespace,
     MissedPacket, Offset, PersistedSession, Room, RoomEvent, ServerAck, SocketInfo, should_include,
 };
-use switchboard::protocol::sid::Sid;
 use switchboard::protocol::socketio::Encoded;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::codec::{self, obj, s, strings, text, texts};
 use crate::driver::{Driver, Handler, Outgoing, Topic};
@@ -36,7 +35,7 @@ use crate::packet::{
     Malformed, encode, event_checked, event_data, opts_checked, opts_from, opts_of, packet_of,
     rooms_checked, session_from, session_of, socket_from, socket_of,
 };
-use crate::requests::{Requests, hex16};
+use crate::requests::{Requests, hex16, relay_acks};
 use crate::{Config, Mode, SubscriptionMode, unavailable};
 
 /// Message types of the cluster protocol.
@@ -365,58 +364,31 @@ impl Cluster {
     /// Sends another node's broadcast with acks to this node's sockets;
     /// answers the count, then each ack.
     fn broadcast_for(&self, from: &str, id: String, event: &[Value], data: &Value) {
-        let ack_id = self.local.namespace().next_ack_id();
-        let Some(encoded) = encode(&self.nsp, event, Some(ack_id)) else {
-            return;
-        };
-        let opts = opts_from(data.get("opts"));
-        let timeout = data
-            .get("opts")
-            .and_then(|o| o.get("flags"))
-            .and_then(|f| f.get("timeout"))
-            .and_then(Value::as_u64)
-            .map_or(self.config.request_timeout, Duration::from_millis);
-        let (sink, mut rx) = mpsc::unbounded_channel();
-        let count = self
-            .local
-            .broadcast_with_ack(&encoded, ack_id, &opts, &sink);
-        drop(sink);
-        self.respond(
-            from,
-            kind::BROADCAST_CLIENT_COUNT,
-            obj([
-                ("requestId", s(id.clone())),
-                ("clientCount", Value::from(count as u64)),
-            ]),
+        let (ack_id, to) = (id.clone(), from.to_owned());
+        relay_acks(
+            self,
+            self.me.clone(),
+            event,
+            data.get("opts"),
+            self.config.request_timeout,
+            |count| {
+                self.respond(
+                    from,
+                    kind::BROADCAST_CLIENT_COUNT,
+                    obj([
+                        ("requestId", s(id)),
+                        ("clientCount", Value::from(count as u64)),
+                    ]),
+                );
+            },
+            move |me: &Cluster, arg| {
+                me.respond(
+                    &to,
+                    kind::BROADCAST_ACK,
+                    obj([("requestId", s(ack_id.clone())), ("packet", arg)]),
+                );
+            },
         );
-        if count == 0 {
-            return;
-        }
-        let me = self.me.clone();
-        let from = from.to_owned();
-        tokio::spawn(async move {
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let mut left = count;
-            while left > 0 {
-                tokio::select! {
-                    event = rx.recv() => match event {
-                        Some(AckEvent::Ack(r)) => {
-                            left -= 1;
-                            let Some(me) = me.upgrade() else { return };
-                            let arg = r.args.into_iter().next().unwrap_or(Value::Null);
-                            me.respond(&from, kind::BROADCAST_ACK, obj([("requestId", s(id.clone())), ("packet", arg)]));
-                        }
-                        Some(AckEvent::ClientCount(_)) => {}
-                        None => break,
-                    },
-                    () = &mut deadline => break,
-                }
-            }
-            if let Some(me) = me.upgrade() {
-                me.local.forget_ack(ack_id);
-            }
-        });
     }
 
     /// A message `{type, data, uid, nsp}` (the reference's key order).
@@ -705,24 +677,8 @@ fn next_offset(offset: &str) -> String {
 
 #[async_trait]
 impl Adapter for Cluster {
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.local.add_all(sid, rooms);
-    }
-
-    fn del(&self, sid: Sid, room: &str) {
-        self.local.del(sid, room);
-    }
-
-    fn del_all(&self, sid: Sid) {
-        self.local.del_all(sid);
-    }
-
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.local.socket_rooms(sid)
-    }
-
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.local.socket_ids(opts)
+    fn local(&self) -> &LocalAdapter {
+        &self.local
     }
 
     async fn broadcast(

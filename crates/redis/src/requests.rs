@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchboard::Value;
-use switchboard::adapter::{AckEvent, AckResponse, AckSink, AdapterError};
+use switchboard::adapter::{AckEvent, AckResponse, AckSink, Adapter, AdapterError};
 use tokio::sync::mpsc;
 
 use crate::driver::Metrics;
@@ -166,4 +166,60 @@ impl Waiting<'_> {
         }
         Ok(got)
     }
+}
+
+/// Sends another node's broadcast with acks to this node's sockets: gives
+/// it this node's ack id, reports how many clients were asked
+/// (`on_count`), then each client's answer (its first argument,
+/// `on_ack`) until all answered or the request's timeout; then forgets the
+/// ack slots. `opts` are the request's options (`flags.timeout` in ms).
+pub(crate) fn relay_acks<A: Adapter>(
+    adapter: &A,
+    owner: std::sync::Weak<A>,
+    event: &[Value],
+    opts: Option<&Value>,
+    default_timeout: Duration,
+    on_count: impl FnOnce(usize),
+    on_ack: impl Fn(&A, Value) + Send + 'static,
+) {
+    let local = adapter.local();
+    let ack_id = local.namespace().next_ack_id();
+    let nsp = local.namespace().name();
+    let Some(encoded) = crate::packet::encode(nsp, event, Some(ack_id)) else {
+        return;
+    };
+    let timeout = opts
+        .and_then(|o| o.get("flags"))
+        .and_then(|f| f.get("timeout"))
+        .and_then(Value::as_u64)
+        .map_or(default_timeout, Duration::from_millis);
+    let (sink, mut rx) = mpsc::unbounded_channel();
+    let count = local.broadcast_with_ack(&encoded, ack_id, &crate::packet::opts_from(opts), &sink);
+    drop(sink);
+    on_count(count);
+    if count == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut left = count;
+        while left > 0 {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(AckEvent::Ack(r)) => {
+                        left -= 1;
+                        let Some(owner) = owner.upgrade() else { return };
+                        on_ack(&owner, r.args.into_iter().next().unwrap_or(Value::Null));
+                    }
+                    Some(AckEvent::ClientCount(_)) => {}
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        if let Some(owner) = owner.upgrade() {
+            owner.local().forget_ack(ack_id);
+        }
+    });
 }

@@ -15,9 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use serde_json::json;
-use switchboard::Sid;
 use switchboard::adapter::{
-    AckSink, Adapter, AdapterError, AdapterFactory, BroadcastOptions, LocalNamespace,
+    AckSink, Adapter, AdapterError, AdapterFactory, BroadcastOptions, LocalAdapter, LocalNamespace,
     MemoryAdapter, MemoryAdapterFactory, MissedPacket, PersistedSession, Room, SocketInfo,
 };
 use switchboard::engine::EngineConfig;
@@ -445,35 +444,30 @@ async fn a_client_namespace_disconnect_keeps_no_session() {
     assert_ne!(sid2, sid);
 }
 
-/// The memory adapter, with a store as slow to read as a remote one: the
-/// missed packets take 30 ms to come back, so live broadcasts surely
-/// happen while a recovering socket is already in its rooms.
-struct SlowStore;
+/// The memory adapter with a quirk of a remote store.
+#[derive(Clone, Copy)]
+enum Quirk {
+    /// The missed packets take 30 ms to come back, so live broadcasts
+    /// surely happen while a recovering socket is already in its rooms.
+    Slow,
+    /// The store delivers again, late, the packets a recovery just read (as
+    /// a cluster store's live path may lag behind its read): the recovered
+    /// socket must not send them twice.
+    Late,
+}
 
-struct Slow(MemoryAdapter);
+struct Quirky(Arc<MemoryAdapter>, Quirk);
 
-impl AdapterFactory for SlowStore {
+impl AdapterFactory for Quirk {
     fn create(&self, nsp: LocalNamespace) -> Arc<dyn Adapter> {
-        Arc::new(Slow(MemoryAdapter::new(nsp)))
+        Arc::new(Quirky(Arc::new(MemoryAdapter::new(nsp)), *self))
     }
 }
 
 #[async_trait::async_trait]
-impl Adapter for Slow {
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.0.add_all(sid, rooms)
-    }
-    fn del(&self, sid: Sid, room: &str) {
-        self.0.del(sid, room)
-    }
-    fn del_all(&self, sid: Sid) {
-        self.0.del_all(sid)
-    }
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.0.socket_rooms(sid)
-    }
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.0.local_sockets(opts)
+impl Adapter for Quirky {
+    fn local(&self) -> &LocalAdapter {
+        self.0.local()
     }
     async fn broadcast(&self, p: &Encoded, o: &BroadcastOptions) -> Result<(), AdapterError> {
         self.0.broadcast(p, o).await
@@ -518,102 +512,31 @@ impl Adapter for Slow {
         rooms: &[Room],
         offset: &str,
     ) -> Result<Vec<MissedPacket>, AdapterError> {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        self.0.missed_packets(rooms, offset).await
-    }
-}
-
-/// The memory adapter whose store delivers again, late, the packets a
-/// recovery just read (as a cluster store's live path may lag behind its
-/// read): the recovered socket must not send them twice.
-struct LateStore;
-
-struct Late(Arc<MemoryAdapter>);
-
-impl AdapterFactory for LateStore {
-    fn create(&self, nsp: LocalNamespace) -> Arc<dyn Adapter> {
-        Arc::new(Late(Arc::new(MemoryAdapter::new(nsp))))
-    }
-}
-
-#[async_trait::async_trait]
-impl Adapter for Late {
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.0.add_all(sid, rooms)
-    }
-    fn del(&self, sid: Sid, room: &str) {
-        self.0.del(sid, room)
-    }
-    fn del_all(&self, sid: Sid) {
-        self.0.del_all(sid)
-    }
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.0.socket_rooms(sid)
-    }
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.0.local_sockets(opts)
-    }
-    async fn broadcast(&self, p: &Encoded, o: &BroadcastOptions) -> Result<(), AdapterError> {
-        self.0.broadcast(p, o).await
-    }
-    async fn broadcast_with_ack(
-        &self,
-        p: &Encoded,
-        id: u64,
-        o: &BroadcastOptions,
-        t: Duration,
-        sink: AckSink,
-    ) -> Result<(), AdapterError> {
-        self.0.broadcast_with_ack(p, id, o, t, sink).await
-    }
-    async fn fetch_sockets(&self, o: &BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
-        self.0.fetch_sockets(o).await
-    }
-    async fn add_sockets(&self, o: &BroadcastOptions, r: &[Room]) -> Result<(), AdapterError> {
-        self.0.add_sockets(o, r).await
-    }
-    async fn del_sockets(&self, o: &BroadcastOptions, r: &[Room]) -> Result<(), AdapterError> {
-        self.0.del_sockets(o, r).await
-    }
-    async fn disconnect_sockets(&self, o: &BroadcastOptions, c: bool) -> Result<(), AdapterError> {
-        self.0.disconnect_sockets(o, c).await
-    }
-    async fn rooms(&self, o: &BroadcastOptions) -> Result<Vec<Room>, AdapterError> {
-        self.0.rooms(o).await
-    }
-    async fn persist_session(&self, s: PersistedSession) {
-        self.0.persist_session(s).await
-    }
-    async fn restore_session(
-        &self,
-        pid: &str,
-        offset: &str,
-    ) -> Result<Option<PersistedSession>, AdapterError> {
-        self.0.restore_session(pid, offset).await
-    }
-    async fn missed_packets(
-        &self,
-        rooms: &[Room],
-        offset: &str,
-    ) -> Result<Vec<MissedPacket>, AdapterError> {
+        if let Quirk::Slow = self.1 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         let missed = self.0.missed_packets(rooms, offset).await?;
-        let again = missed.clone();
-        let adapter = Arc::clone(&self.0);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            for m in again {
-                adapter
-                    .local()
-                    .broadcast(&m.packet, &BroadcastOptions::default(), Some(&m.offset));
-            }
-        });
+        if let Quirk::Late = self.1 {
+            let again = missed.clone();
+            let adapter = Arc::clone(&self.0);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                for m in again {
+                    adapter.local().broadcast(
+                        &m.packet,
+                        &BroadcastOptions::default(),
+                        Some(&m.offset),
+                    );
+                }
+            });
+        }
         Ok(missed)
     }
 }
 
 #[tokio::test]
 async fn packets_delivered_late_after_a_recovery_are_not_sent_twice() {
-    let mut srv = start_with(recovery(), EngineConfig::default(), LateStore).await;
+    let mut srv = start_with(recovery(), EngineConfig::default(), Quirk::Late).await;
     let (mut ws, (_, pid), _) = connect(srv.addr, "").await;
     srv.io.emit("m", &0).await.unwrap();
     let offset = offset_of(&ws.recv_text().await);
@@ -646,7 +569,7 @@ async fn packets_delivered_late_after_a_recovery_are_not_sent_twice() {
 /// missed packets (slowly) and send them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_traffic_during_a_recovery_has_no_gap_and_no_duplicate() {
-    let mut srv = start_with(recovery(), EngineConfig::default(), SlowStore).await;
+    let mut srv = start_with(recovery(), EngineConfig::default(), Quirk::Slow).await;
     let io = srv.io.clone();
     // A steady stream of numbered broadcasts.
     let sender = tokio::spawn(async move {

@@ -12,7 +12,6 @@ use super::{
     AckEvent, AckSink, Adapter, AdapterError, BroadcastOptions, LocalNamespace, MissedPacket,
     PersistedSession, Room, SocketInfo,
 };
-use crate::protocol::sid::Sid;
 use crate::protocol::socketio::Encoded;
 
 /// The default adapter: this node's rooms, and the in-memory store of
@@ -49,24 +48,8 @@ impl MemoryAdapter {
 
 #[async_trait]
 impl Adapter for MemoryAdapter {
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.local.add_all(sid, rooms);
-    }
-
-    fn del(&self, sid: Sid, room: &str) {
-        self.local.del(sid, room);
-    }
-
-    fn del_all(&self, sid: Sid) {
-        self.local.del_all(sid);
-    }
-
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.local.socket_rooms(sid)
-    }
-
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
-        self.local.socket_ids(opts)
+    fn local(&self) -> &LocalAdapter {
+        &self.local
     }
 
     async fn broadcast(

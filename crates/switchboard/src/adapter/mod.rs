@@ -278,16 +278,30 @@ impl LocalNamespace {
 /// `opts.local` they stay on this node.
 #[async_trait]
 pub trait Adapter: Send + Sync + 'static {
+    /// The local half: this node's rooms and sockets. The room operations
+    /// below default to it.
+    fn local(&self) -> &LocalAdapter;
+
     /// Adds a local socket to rooms.
-    fn add_all(&self, sid: Sid, rooms: &[Room]);
+    fn add_all(&self, sid: Sid, rooms: &[Room]) {
+        self.local().add_all(sid, rooms);
+    }
     /// Removes a local socket from a room.
-    fn del(&self, sid: Sid, room: &str);
+    fn del(&self, sid: Sid, room: &str) {
+        self.local().del(sid, room);
+    }
     /// Removes a local socket from all its rooms.
-    fn del_all(&self, sid: Sid);
+    fn del_all(&self, sid: Sid) {
+        self.local().del_all(sid);
+    }
     /// The rooms of a local socket (its own id room included).
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room>;
+    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
+        self.local().socket_rooms(sid)
+    }
     /// The local sockets matching `opts`.
-    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid>;
+    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<Sid> {
+        self.local().socket_ids(opts)
+    }
 
     /// Sends an encoded event (without ack id) to every matching socket.
     /// With connection state recovery on and a packet that is not
