@@ -458,6 +458,10 @@ Idle connections:
 {chr(10).join(idle_rows)}
 {NOTES}
 {codecs}"""
+    # Keep the section bench/cluster.py writes.
+    kept = re.search(r"<!-- cluster:begin -->.*?<!-- cluster:end -->", open(path).read() if os.path.exists(path) else "", re.S)
+    if kept:
+        doc = doc.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     with open(path, "w") as f:
         f.write(doc)
 

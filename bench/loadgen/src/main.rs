@@ -14,6 +14,7 @@
 //!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L] [--trials T]
 //! ```
 
+mod cluster;
 mod conn;
 mod stats;
 
@@ -112,6 +113,7 @@ fn main() {
             "search" => search(&args).await,
             "echo" => echo(&args).await,
             "polling" => polling(&args).await,
+            "cluster" => cluster::run().await,
             other => Err(format!("unknown scenario {other}")),
         }
     });

@@ -12,42 +12,85 @@
 //! 100 kB). Accepted sockets get TCP_NODELAY (axum does not set it). The
 //! Tokio runtime is current-thread unless `WORKERS` is greater than 1.
 //! Exits on SIGTERM or SIGINT.
+//!
+//! Optional, for the cluster benchmarks (`bench/cluster.py`): `ADAPTER=redis`
+//! puts the namespace on [socketioxide-redis] (the release that goes with
+//! this socketioxide, its `redis` driver, Redis pub/sub, default options)
+//! at `REDIS_URL` (`redis://127.0.0.1:6379`, RESP3) with channel prefix
+//! `PREFIX` (`socket.io`). Unset, the server is the plain single-node one.
 
 use std::io::Write;
 
 use axum::serve::ListenerExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Registers the application's event handlers on the main namespace.
-fn app(io: &SocketIo) {
-    io.ns("/", async |socket: SocketRef| {
-        socket.on(
-            "join",
-            async |socket: SocketRef, Data::<String>(room), ack: AckSender| {
-                socket.join(room);
-                let _ = ack.send("ok");
-            },
-        );
-        socket.on(
-            "publish",
-            async |io: SocketIo, Data::<(String, Value)>((room, payload))| {
-                let _ = io.to(room).emit("msg", &payload).await;
-            },
-        );
-        socket.on("echo", async |Data::<Value>(payload), ack: AckSender| {
-            let _ = ack.send(&payload);
-        });
+/// The application's event handlers, registered on every socket of the
+/// main namespace.
+async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+    socket.on(
+        "join",
+        async |socket: SocketRef<A>, Data::<String>(room), ack: AckSender<A>| {
+            socket.join(room);
+            let _ = ack.send("ok");
+        },
+    );
+    socket.on(
+        "publish",
+        async |io: SocketIo<A>, Data::<(String, Value)>((room, payload))| {
+            let _ = io.to(room).emit("msg", &payload).await;
+        },
+    );
+    socket.on("echo", async |Data::<Value>(payload), ack: AckSender<A>| {
+        let _ = ack.send(&payload);
     });
+}
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// Serves until the process ends.
 async fn serve(port: u16) -> std::io::Result<()> {
-    let (layer, io) = SocketIo::builder().max_payload(1_000_000).build_layer();
-    app(&io);
-    let router = axum::Router::new().layer(layer);
+    let builder = SocketIo::builder().max_payload(1_000_000);
+    let router = match var("ADAPTER", "").as_str() {
+        "" => {
+            let (layer, io) = builder.build_layer();
+            io.ns("/", on_connect);
+            axum::Router::new().layer(layer)
+        }
+        "redis" => {
+            let mut url = var("REDIS_URL", "redis://127.0.0.1:6379");
+            if !url.contains("protocol=") {
+                url.push_str(if url.contains('?') { "&" } else { "?" });
+                url.push_str("protocol=resp3");
+            }
+            let client = redis::Client::open(url).map_err(std::io::Error::other)?;
+            let config = RedisAdapterConfig::new().with_prefix(var("PREFIX", "socket.io"));
+            let adapter = RedisAdapterCtr::new_with_redis_config(&client, config)
+                .await
+                .map_err(std::io::Error::other)?;
+            let (layer, io) = builder
+                .with_adapter::<RedisAdapter<_>>(adapter)
+                .build_layer();
+            io.ns("/", on_connect)
+                .await
+                .map_err(std::io::Error::other)?;
+            axum::Router::new().layer(layer)
+        }
+        other => {
+            return Err(std::io::Error::other(format!(
+                "unknown ADAPTER {other:?} (redis)"
+            )));
+        }
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     {
         let mut out = std::io::stdout().lock();
