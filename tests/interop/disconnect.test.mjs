@@ -89,6 +89,14 @@ for (const transports of [["websocket"], ["polling"], undefined]) {
     const [{ id: firstId }] = await firstWelcome;
     assert.equal(firstId, socket.id);
     assert.equal(await ack(socket, "echo", "before"), "before");
+    if (!transports) {
+      // Default transports: let the upgrade to WebSocket settle first, so the
+      // crash hits an established transport (a kill in the middle of the
+      // upgrade leaves engine.io-client waiting for its ping timeout).
+      const engine = socket.io.engine;
+      if (engine.transport.name !== "websocket") await waitFor(engine, "upgrade", { label: "engine 'upgrade' event" });
+      assert.equal(engine.transport.name, "websocket");
+    }
 
     const connects = record(socket, "connect");
     const disconnected = waitFor(socket, "disconnect", { timeoutMs: WAIT_MS * 2 });
