@@ -443,6 +443,30 @@ test("Socket.IO request flood: beyond the message rate → rate_limited acks, th
   }
 });
 
+test("Socket.IO flood of unknown events: counted against the message rate → bad_request, then rate_limited, then a server disconnect", { timeout: 60_000 }, async () => {
+  const server = await startServer(FLOOD_LIMITS);
+  const clients = [];
+  try {
+    const token = await devToken(server, "mallory", "Mallory");
+    const sio = await SioClient.connect(server, { token, label: "mallory sio (unknown events)" });
+    clients.push(sio);
+    // Without acks first (nothing to answer), then with acks: the burst is
+    // 5, so the acked ones are refused.
+    for (let i = 0; i < 3; i++) sio.socket.emit("no-such-event", { i });
+    const answers = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => sio.ack("made-up", { i }, 3000)));
+    const d = await sio.waitDisconnected();
+    const codes = answers.map((a) => (a.status === "fulfilled" ? a.value.error?.code : "x"));
+    const seen = `answers ${JSON.stringify(codes)}, disconnect ${JSON.stringify(d.reason)}`;
+    assert.ok(codes.every((c) => c === "bad_request" || c === "rate_limited" || c === "x"), seen);
+    assert.ok(codes.filter((c) => c === "bad_request").length <= 5, `at most the burst is answered bad_request: ${seen}`);
+    assert.ok(codes.includes("rate_limited"), `then unknown events are refused for their rate: ${seen}`);
+    assert.equal(d.reason, "io server disconnect", `and the flood ends in a namespace disconnect: ${seen}`);
+  } finally {
+    closeAll(clients);
+    await server.cleanup();
+  }
+});
+
 test("slow consumers (WebSocket and Socket.IO clients that stop reading) are disconnected; what they got is an in-order prefix; nothing is lost for others", { timeout: 120_000 }, async () => {
   const server = await startServer(["--set", "limits.max_queued_bytes=200000"]);
   const clients = [];

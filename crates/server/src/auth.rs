@@ -21,6 +21,23 @@ pub struct Identity {
     pub name: Option<String>,
     /// The channels the token allows, when it restricts them.
     pub channels: Option<Vec<String>>,
+    /// When the token expires (`exp`, seconds since the Unix epoch), if it
+    /// does: past it, every command of the connection is refused with
+    /// `token_expired` until the client refreshes its token.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// Whether the token has expired.
+    pub fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|exp| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            now >= exp
+        })
+    }
 }
 
 /// Why a token was refused. Each has a stable code for clients.
@@ -221,10 +238,12 @@ impl Verifier {
             ),
             Some(_) => return Err(AuthError::BadClaims),
         };
+        let expires_at = claims.get("exp").and_then(Value::as_u64);
         Ok(Identity {
             user,
             name,
             channels,
+            expires_at,
         })
     }
 

@@ -1,12 +1,40 @@
 //! Admission and rate limits: connections overall and per client IP,
 //! handshakes per second per IP, and a token bucket per connection for
 //! the messages it sends.
+//!
+//! Per-IP limits count an IPv6 client by its /64 (one subscriber's
+//! network: a host picks any address in it at will) and an IPv4-mapped
+//! IPv6 address as the IPv4 address it carries.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How many handshake buckets the limiter keeps before it forgets those
+/// that refilled.
+const HANDSHAKE_SWEEP_ABOVE: usize = 10_000;
+/// The least time between two such sweeps (a sweep walks every bucket).
+const HANDSHAKE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The key per-IP limits count a client under: its IPv4 address, or its
+/// IPv6 /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Handshake buckets by IP key, swept now and then.
+struct Handshakes {
+    buckets: HashMap<IpAddr, TokenBucket>,
+    swept: Instant,
+}
 
 use crate::config::LimitsConfig;
 
@@ -88,7 +116,7 @@ pub struct Limiter {
     config: LimitsConfig,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    handshakes: Mutex<HashMap<IpAddr, TokenBucket>>,
+    handshakes: Mutex<Handshakes>,
 }
 
 /// An admitted connection; releases its place when dropped.
@@ -129,7 +157,10 @@ impl Limiter {
             config,
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            handshakes: Mutex::new(HashMap::new()),
+            handshakes: Mutex::new(Handshakes {
+                buckets: HashMap::new(),
+                swept: Instant::now(),
+            }),
         })
     }
 
@@ -140,19 +171,31 @@ impl Limiter {
 
     /// Counts a handshake from `ip` against its rate.
     pub fn handshake(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
-        let Some(ip) = ip else { return Ok(()) };
+        self.handshake_at(ip, Instant::now())
+    }
+
+    /// [`Limiter::handshake`] at a given time (for tests).
+    pub fn handshake_at(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Refused> {
+        let Some(ip) = ip.map(ip_key) else {
+            return Ok(());
+        };
         let rate = self.config.handshakes_per_second_per_ip;
         if rate == 0 {
             return Ok(());
         }
-        let now = Instant::now();
-        let mut buckets = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > 10_000 {
-            // Forget addresses whose bucket refilled: bounded memory.
-            buckets.retain(|_, b| !b.is_full_at(now));
+        let mut handshakes = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        if handshakes.buckets.len() > HANDSHAKE_SWEEP_ABOVE
+            && now.saturating_duration_since(handshakes.swept) >= HANDSHAKE_SWEEP_EVERY
+        {
+            // Forget addresses whose bucket refilled (bounded memory), at
+            // most once a second: a flood of new addresses does not make
+            // every handshake walk the whole map.
+            handshakes.swept = now;
+            handshakes.buckets.retain(|_, b| !b.is_full_at(now));
         }
         let burst = f64::from(self.config.handshake_burst.max(1));
-        let ok = buckets
+        let ok = handshakes
+            .buckets
             .entry(ip)
             .or_insert_with(|| TokenBucket::new(f64::from(rate), burst))
             .take_at(now);
@@ -168,7 +211,7 @@ impl Limiter {
         if self.total.load(Ordering::Acquire) >= self.config.max_connections {
             return Err(Refused::TooManyConnections);
         }
-        if let Some(ip) = ip {
+        if let Some(ip) = ip.map(ip_key) {
             let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_connections_per_ip {
                 return Err(Refused::TooManyConnectionsPerIp);
@@ -179,6 +222,7 @@ impl Limiter {
 
     /// Admits a connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+        let ip = ip.map(ip_key);
         let before = self.total.fetch_add(1, Ordering::AcqRel);
         if before >= self.config.max_connections {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -319,5 +363,66 @@ mod tests {
         assert_eq!([r.check(), r.check()], [Rate::Allowed, Rate::Allowed]);
         assert_eq!([r.check(), r.check()], [Rate::Refused, Rate::Refused]);
         assert_eq!(r.check(), Rate::Abuse);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let l = Limiter::new(limits());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // Two addresses of one /64 share the per-IP limit (2)...
+        let _a = l.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = l.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(
+            l.admit(ip("2001:db8:1:2:abcd::1")).unwrap_err(),
+            Refused::TooManyConnectionsPerIp
+        );
+        assert_eq!(
+            l.check(ip("2001:db8:1:2::7")),
+            Err(Refused::TooManyConnectionsPerIp)
+        );
+        // ... another /64 does not.
+        assert!(l.check(ip("2001:db8:1:3::1")).is_ok());
+        // Handshakes: the /64's burst (2) is spent by any of its addresses.
+        let t0 = Instant::now();
+        assert!(l.handshake_at(ip("2001:db8::1"), t0).is_ok());
+        assert!(l.handshake_at(ip("2001:db8::2"), t0).is_ok());
+        assert_eq!(
+            l.handshake_at(ip("2001:db8::3"), t0),
+            Err(Refused::TooManyHandshakes)
+        );
+        assert!(l.handshake_at(ip("2001:db8:0:1::1"), t0).is_ok());
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        assert_eq!(
+            ip_key("::ffff:10.0.0.5".parse().unwrap()),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+        assert!(l.handshake_at(ip("10.0.0.5"), t0).is_ok());
+        assert!(l.handshake_at(ip("::ffff:10.0.0.5"), t0).is_ok());
+        assert_eq!(
+            l.handshake_at(ip("10.0.0.5"), t0),
+            Err(Refused::TooManyHandshakes)
+        );
+    }
+
+    #[test]
+    fn handshake_buckets_are_swept_at_most_once_a_second_and_stay_bounded() {
+        let l = Limiter::new(limits());
+        let len = || l.handshakes.lock().unwrap().buckets.len();
+        let t0 = Instant::now();
+        let addr = |i: u32| Some(IpAddr::V4(std::net::Ipv4Addr::from_bits(0x0a00_0000 + i)));
+        for i in 0..=HANDSHAKE_SWEEP_ABOVE as u32 {
+            l.handshake_at(addr(i), t0).unwrap();
+        }
+        assert_eq!(len(), HANDSHAKE_SWEEP_ABOVE + 1);
+        // Within a second of the last sweep: no walk over the map, every
+        // new address is just added.
+        let soon = t0 + Duration::from_millis(500);
+        l.handshake_at(addr(1_000_000), soon).unwrap();
+        assert_eq!(len(), HANDSHAKE_SWEEP_ABOVE + 2);
+        // Later every bucket has refilled (rate 1/s, one token taken): one
+        // sweep forgets them all but the new address.
+        let later = t0 + Duration::from_secs(5);
+        l.handshake_at(addr(2_000_000), later).unwrap();
+        assert_eq!(len(), 1);
     }
 }

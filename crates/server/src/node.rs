@@ -8,8 +8,8 @@ use crate::auth::Identity;
 use crate::channel::{ChannelName, HistoryStorage, Policy};
 use crate::config::Config;
 use crate::history::{
-    AppendOptions, History, HistoryError, MemoryHistory, Publication, Recovery, SqliteHistory,
-    StreamPosition,
+    AppendOptions, Appended, History, HistoryError, MemoryHistory, Publication, Recovery,
+    SqliteHistory, StreamPosition,
 };
 use crate::hub::{Delivery, Hub, Signal, SignalKind, Subscriber};
 use crate::presence::{MemoryPresence, Presence, PresenceChange};
@@ -30,6 +30,9 @@ pub enum NodeError {
         /// The limit.
         max: usize,
     },
+    /// The connection's token has expired (it may refresh it).
+    #[error("the token has expired; refresh it")]
+    TokenExpired,
     /// The history storage failed.
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -42,6 +45,7 @@ impl NodeError {
             NodeError::UnknownNamespace => "unknown_namespace",
             NodeError::Forbidden => "forbidden",
             NodeError::TooLarge { .. } => "message_too_large",
+            NodeError::TokenExpired => "token_expired",
             NodeError::History(_) => "internal",
         }
     }
@@ -109,11 +113,9 @@ pub struct Node {
     memory: MemoryHistory,
     persisted: Option<SqliteHistory>,
     presence: MemoryPresence,
-    hub: Hub,
+    /// Shared with the fan-out each append runs once stored.
+    hub: Arc<Hub>,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Publishes are serialized per node so that offsets reach the hub in
-    /// order (a subscriber never sees offset n + 1 before n).
-    publish_order: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -144,9 +146,8 @@ impl Node {
             memory: MemoryHistory::default(),
             persisted,
             presence: MemoryPresence::default(),
-            hub: Hub::default(),
+            hub: Arc::default(),
             metrics,
-            publish_order: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -197,6 +198,15 @@ impl Node {
         }
     }
 
+    /// Refuses a connection whose token has expired: checked on each
+    /// command, so authorization does not outlive the token.
+    fn unexpired(identity: Option<&Identity>) -> Result<(), NodeError> {
+        match identity {
+            Some(id) if id.expired() => Err(NodeError::TokenExpired),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a token's allowed-channels claim lets it use `channel`
     /// (`chat:*` allows a whole namespace).
     fn token_allows(identity: Option<&Identity>, channel: &ChannelName) -> bool {
@@ -224,6 +234,7 @@ impl Node {
         let from = match publisher {
             Publisher::Api => None,
             Publisher::Client { identity, conn } => {
+                Self::unexpired(identity)?;
                 let user = identity.map(|i| i.user.as_str());
                 if !Self::token_allows(identity, channel)
                     || !policy.may_publish(user, self.hub.is_subscribed(channel, conn))
@@ -244,20 +255,27 @@ impl Node {
             ttl: policy.history_ttl(),
             idempotency_key,
         };
-        let _order = self.publish_order.lock().await;
+        // The history runs the fan-out right after storing, in the
+        // channel's offset order (a subscriber never sees offset n + 1
+        // before n), and even if this future is dropped meanwhile (a client
+        // that went away mid-request): stored means delivered.
+        let (hub, metrics, name) = (
+            Arc::clone(&self.hub),
+            Arc::clone(&self.metrics),
+            channel.clone(),
+        );
+        let fan_out = Box::new(move |appended: &Appended| {
+            if !appended.duplicate {
+                let delivery =
+                    Delivery::new(name, appended.epoch.clone(), appended.publication.clone());
+                metrics.publication();
+                hub.publish(&delivery);
+            }
+        });
         let appended = self
             .history(policy)
-            .append(channel, data, from, &opts)
+            .append_then(channel, data, from, &opts, fan_out)
             .await?;
-        if !appended.duplicate {
-            let delivery = Delivery::new(
-                channel.clone(),
-                appended.epoch.clone(),
-                appended.publication.clone(),
-            );
-            self.metrics.publication();
-            self.hub.publish(&delivery);
-        }
         Ok((appended.publication, appended.epoch))
     }
 
@@ -377,6 +395,7 @@ impl Node {
         identity: Option<&Identity>,
     ) -> Result<&Policy, NodeError> {
         let policy = self.policy(channel)?;
+        Self::unexpired(identity)?;
         let user = identity.map(|i| i.user.as_str());
         if !Self::token_allows(identity, channel) || !policy.may_subscribe(channel, user) {
             return Err(NodeError::Forbidden);

@@ -56,6 +56,7 @@ fn user(id: &str) -> Identity {
         user: id.into(),
         name: Some(format!("User {id}")),
         channels: None,
+        expires_at: None,
     }
 }
 
@@ -336,4 +337,170 @@ async fn history_and_presence_are_read_under_the_subscribe_policy() {
             .is_err(),
         "the token's allowed channels apply too"
     );
+}
+
+/// Polls a future once and drops it: a client that went away mid-request.
+async fn poll_once_and_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_dropped_mid_way_is_stored_and_delivered_or_neither() {
+    let node = node();
+    let ada = user("ada");
+    // `chat` keeps its history in the embedded database, `notifications`
+    // in memory: both must deliver what they stored.
+    for (name, publisher) in [
+        ("chat:cancel", Publisher::Api),
+        ("notifications:cancel", Publisher::Api),
+    ] {
+        let channel = ch(name);
+        let r = recorder(&format!("c-{name}"));
+        node.subscribe(&channel, Some(&ada), r.clone(), None)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            poll_once_and_drop(node.publish(&channel, json!(i), publisher, None)).await;
+        }
+        // One more, awaited: everything before it is stored by then.
+        let (last, _) = node
+            .publish(&channel, json!("last"), publisher, None)
+            .await
+            .unwrap();
+        let (stored, _) = node.history_of(&channel, 100, Reader::Api).await.unwrap();
+        assert_eq!(stored.last().map(|p| p.offset), Some(last.offset));
+        let got: Vec<u64> = r.got.lock().unwrap().iter().map(|g| g.1).collect();
+        let kept: Vec<u64> = stored.iter().map(|p| p.offset).collect();
+        assert_eq!(
+            got, kept,
+            "{name}: every stored publication reached the subscriber, in order"
+        );
+        assert!(
+            got.len() > 1,
+            "{name}: some dropped publishes were stored ({got:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_keep_each_channels_order_and_offsets() {
+    let node = Arc::new(node());
+    let ada = user("ada");
+    let channels = ["chat:a", "chat:b", "notifications:a"];
+    let mut recorders = Vec::new();
+    for name in channels {
+        let r = recorder(&format!("c-{name}"));
+        node.subscribe(&ch(name), Some(&ada), r.clone(), None)
+            .await
+            .unwrap();
+        recorders.push(r);
+    }
+    // 8 publishers per channel at once: the persisted ones commit in groups.
+    let mut tasks = Vec::new();
+    for name in channels {
+        for p in 0..8 {
+            let node = Arc::clone(&node);
+            tasks.push(tokio::spawn(async move {
+                let mut offsets = Vec::new();
+                for i in 0..25 {
+                    let (publication, _) = node
+                        .publish(&ch(name), json!({ "p": p, "i": i }), Publisher::Api, None)
+                        .await
+                        .unwrap();
+                    offsets.push(publication.offset);
+                }
+                offsets
+            }));
+        }
+    }
+    for t in tasks {
+        let offsets = t.await.unwrap();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's offsets grow: {offsets:?}"
+        );
+    }
+    for (name, r) in channels.iter().zip(&recorders) {
+        let got: Vec<u64> = r.got.lock().unwrap().iter().map(|g| g.1).collect();
+        assert_eq!(
+            got,
+            (1..=200).collect::<Vec<u64>>(),
+            "{name}: every offset once, in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refused_on_every_command() {
+    let node = node();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lobby = ch("chat:lobby");
+    let live = Identity {
+        expires_at: Some(now + 3600),
+        ..user("ada")
+    };
+    let r = recorder("c-ada");
+    node.subscribe(&lobby, Some(&live), r.clone(), None)
+        .await
+        .unwrap();
+    let conn = Publisher::Client {
+        identity: Some(&live),
+        conn: "c-ada",
+    };
+    node.publish(&lobby, json!("while valid"), conn, None)
+        .await
+        .unwrap();
+    // The same connection, once its token has expired (what a refresh
+    // would replace): every command is refused with one code.
+    let expired = Identity {
+        expires_at: Some(now - 1),
+        ..live.clone()
+    };
+    let conn = Publisher::Client {
+        identity: Some(&expired),
+        conn: "c-ada",
+    };
+    let code = |e: NodeError| e.code();
+    assert_eq!(
+        code(
+            node.publish(&lobby, json!("late"), conn, None)
+                .await
+                .unwrap_err()
+        ),
+        "token_expired"
+    );
+    assert_eq!(
+        code(
+            node.subscribe(&ch("chat:other"), Some(&expired), recorder("c-x"), None)
+                .await
+                .unwrap_err()
+        ),
+        "token_expired"
+    );
+    assert_eq!(
+        code(
+            node.history_of(&lobby, 10, Reader::Client(Some(&expired)))
+                .await
+                .unwrap_err()
+        ),
+        "token_expired"
+    );
+    assert_eq!(
+        code(
+            node.presence(&lobby, Reader::Client(Some(&expired)))
+                .unwrap_err()
+        ),
+        "token_expired"
+    );
+    // Nothing of the refused publish reached anyone.
+    let got: Vec<serde_json::Value> = r.got.lock().unwrap().iter().map(|g| g.2.clone()).collect();
+    assert_eq!(got, vec![json!("while valid")]);
 }

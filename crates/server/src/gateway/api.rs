@@ -47,6 +47,7 @@ fn node_error(e: &NodeError) -> ApiError {
         NodeError::UnknownNamespace => StatusCode::BAD_REQUEST,
         NodeError::Forbidden => StatusCode::FORBIDDEN,
         NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        NodeError::TokenExpired => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.code(), e)

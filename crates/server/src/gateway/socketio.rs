@@ -268,6 +268,9 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
     });
 }
 
+/// The events the gateway answers (the others are counted and refused).
+const VOCABULARY: [&str; 5] = ["subscribe", "unsubscribe", "publish", "presence", "history"];
+
 fn register(
     socket: &Socket,
     app: &Arc<App>,
@@ -381,6 +384,29 @@ fn register(
                 };
                 let _ = event.ack(&answer);
             }
+        });
+    }
+    {
+        // Events outside the vocabulary count against the message rate like
+        // any other (a flood of made-up events ends in `rate_limited` and an
+        // abuse close), and an ack they ask for gets `bad_request`.
+        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
+        socket.on_any(move |_: Socket, mut event: Event| {
+            if !VOCABULARY.contains(&event.name()) {
+                let answer = match sub.admit(&event) {
+                    Ok(()) if event.wants_ack() => Some(fail(
+                        app.node.metrics(),
+                        "bad_request",
+                        format_args!("unknown event {:?}", event.name()),
+                    )),
+                    Ok(()) => None,
+                    Err(refusal) => Some(refusal),
+                };
+                if let Some(answer) = answer {
+                    let _ = event.ack(&answer);
+                }
+            }
+            async {}
         });
     }
     {

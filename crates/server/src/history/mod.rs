@@ -13,7 +13,7 @@ mod sqlite;
 pub use sqlite::SqliteHistory;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -87,9 +87,15 @@ pub enum HistoryError {
     Storage(String),
 }
 
+/// What runs right after a publication is stored (the node's fan-out), in
+/// the channel's offset order, whether or not the caller of
+/// [`History::append_then`] still waits.
+pub type Stored = Box<dyn FnOnce(&Appended) + Send + 'static>;
+
 /// Per-channel history. Implementations assign offsets atomically with
 /// storing: two publications never get the same offset, and a reader never
-/// sees offset `n + 1` before `n`.
+/// sees offset `n + 1` before `n`. No lock wider than a channel is held on
+/// the way, and none across a disk write.
 #[async_trait]
 pub trait History: Send + Sync + 'static {
     /// Stores a publication and gives it the channel's next offset.
@@ -99,6 +105,23 @@ pub trait History: Send + Sync + 'static {
         data: serde_json::Value,
         from: Option<String>,
         opts: &AppendOptions,
+    ) -> Result<Appended, HistoryError> {
+        self.append_then(channel, data, from, opts, Box::new(|_| {}))
+            .await
+    }
+
+    /// [`History::append`], then `then` with the result (a duplicate
+    /// included), before any later publication of the channel is stored.
+    /// Once the future has been polled, the append and `then` happen as
+    /// one unit even if the future is dropped: a cancelled caller cannot
+    /// leave a publication stored but not delivered.
+    async fn append_then(
+        &self,
+        channel: &ChannelName,
+        data: serde_json::Value,
+        from: Option<String>,
+        opts: &AppendOptions,
+        then: Stored,
     ) -> Result<Appended, HistoryError>;
 
     /// The publications after `position`, or why they cannot be recovered.
@@ -164,7 +187,9 @@ impl Stream {
 /// History kept in memory: lost at restart, when every channel gets a new
 /// epoch (so clients learn their positions are void).
 pub struct MemoryHistory {
-    streams: Mutex<HashMap<ChannelName, Stream>>,
+    /// Each channel's stream behind its own lock: the map's lock is held
+    /// only to find a stream, so channels never wait on each other.
+    streams: Mutex<HashMap<ChannelName, Arc<Mutex<Stream>>>>,
     /// This process's epoch: every stream starts with it, and a channel
     /// never published to reads as `(0, epoch)` without being stored
     /// (reads of made-up channel names keep nothing).
@@ -193,20 +218,70 @@ impl MemoryHistory {
         }
     }
 
+    /// Appends to a stream (under its lock).
+    fn append_to(
+        s: &mut Stream,
+        data: serde_json::Value,
+        from: Option<String>,
+        opts: &AppendOptions,
+    ) -> Appended {
+        s.prune(opts.ttl);
+        let key_oldest = now_ms().saturating_sub(KEY_MEMORY.as_millis() as u64);
+        s.keys.retain(|_, p| p.time_ms >= key_oldest);
+        if let Some(key) = &opts.idempotency_key
+            && let Some(p) = s.keys.get(key)
+        {
+            return Appended {
+                publication: p.clone(),
+                epoch: s.epoch.clone(),
+                duplicate: true,
+            };
+        }
+        s.top += 1;
+        let publication = Publication {
+            offset: s.top,
+            data,
+            from,
+            time_ms: now_ms(),
+        };
+        if opts.size > 0 {
+            s.items.push_back(publication.clone());
+            while s.items.len() > opts.size {
+                s.items.pop_front();
+            }
+        }
+        if let Some(key) = &opts.idempotency_key {
+            s.keys.insert(key.clone(), publication.clone());
+        }
+        Appended {
+            publication,
+            epoch: s.epoch.clone(),
+            duplicate: false,
+        }
+    }
+
     /// Runs `f` on a channel's stream, created if missing.
     fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = streams
-            .entry(channel.clone())
-            .or_insert_with(|| self.empty());
-        f(stream)
+        let stream = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                streams
+                    .entry(channel.clone())
+                    .or_insert_with(|| Arc::new(Mutex::new(self.empty()))),
+            )
+        };
+        let mut stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut stream)
     }
 
     /// Runs `f` on a channel's stream, or on an empty one (not stored).
     fn read_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        match streams.get_mut(channel) {
-            Some(stream) => f(stream),
+        let stream = {
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams.get(channel).map(Arc::clone)
+        };
+        match stream {
+            Some(stream) => f(&mut stream.lock().unwrap_or_else(|e| e.into_inner())),
             None => f(&mut self.empty()),
         }
     }
@@ -214,47 +289,20 @@ impl MemoryHistory {
 
 #[async_trait]
 impl History for MemoryHistory {
-    async fn append(
+    async fn append_then(
         &self,
         channel: &ChannelName,
         data: serde_json::Value,
         from: Option<String>,
         opts: &AppendOptions,
+        then: Stored,
     ) -> Result<Appended, HistoryError> {
+        // `then` runs under the channel's lock: the channel's next
+        // publication waits for this one's fan-out, others do not.
         Ok(self.with_stream(channel, |s| {
-            s.prune(opts.ttl);
-            let key_oldest = now_ms().saturating_sub(KEY_MEMORY.as_millis() as u64);
-            s.keys.retain(|_, p| p.time_ms >= key_oldest);
-            if let Some(key) = &opts.idempotency_key
-                && let Some(p) = s.keys.get(key)
-            {
-                return Appended {
-                    publication: p.clone(),
-                    epoch: s.epoch.clone(),
-                    duplicate: true,
-                };
-            }
-            s.top += 1;
-            let publication = Publication {
-                offset: s.top,
-                data,
-                from,
-                time_ms: now_ms(),
-            };
-            if opts.size > 0 {
-                s.items.push_back(publication.clone());
-                while s.items.len() > opts.size {
-                    s.items.pop_front();
-                }
-            }
-            if let Some(key) = &opts.idempotency_key {
-                s.keys.insert(key.clone(), publication.clone());
-            }
-            Appended {
-                publication,
-                epoch: s.epoch.clone(),
-                duplicate: false,
-            }
+            let appended = Self::append_to(s, data, from, opts);
+            then(&appended);
+            appended
         }))
     }
 

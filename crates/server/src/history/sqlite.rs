@@ -4,6 +4,14 @@
 //! returns, so it survives the process being killed (`kill -9`) right after
 //! the publish was acknowledged; an operating-system crash may lose the last
 //! transactions (`synchronous = NORMAL`), which is the usual trade-off.
+//!
+//! Appends go through one writer thread that commits in groups: the
+//! publications that arrive while a commit is in flight are written together
+//! in the next transaction (one savepoint each, so one failing append spoils
+//! no other), and each is answered only after its own commit. The writer runs
+//! each append's follow-up ([`Stored`]: the fan-out) right after the commit,
+//! in commit order, whether or not the caller still waits: a publish whose
+//! caller goes away is stored and delivered, or neither.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,7 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Publication, Recovery,
+    AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Publication, Recovery, Stored,
     StreamPosition, new_epoch, now_ms,
 };
 use crate::channel::ChannelName;
@@ -53,10 +61,28 @@ fn storage(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Storage(e.to_string())
 }
 
+/// The most appends one transaction of the writer takes.
+const GROUP_MAX: usize = 512;
+
+/// One append waiting for the writer.
+struct AppendJob {
+    channel: String,
+    data: serde_json::Value,
+    from: Option<String>,
+    opts: AppendOptions,
+    then: Stored,
+    /// The caller's runtime: the follow-up runs inside it (a subscriber's
+    /// queue may spawn a task, e.g. to close a slow consumer).
+    runtime: Option<tokio::runtime::Handle>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, HistoryError>>,
+}
+
 /// History in an embedded database file.
 #[derive(Clone)]
 pub struct SqliteHistory {
     db: Arc<Mutex<Connection>>,
+    /// The writer thread's queue (it ends when the last clone is dropped).
+    writer: std::sync::mpsc::Sender<AppendJob>,
     /// The epoch of this database: every stream starts with it, and a
     /// channel never published to reads as `(0, epoch)` without being
     /// stored (reads of made-up channel names store nothing).
@@ -81,10 +107,15 @@ impl SqliteHistory {
                 r.get(0)
             })
             .map_err(storage)?;
-        Ok(SqliteHistory {
-            db: Arc::new(Mutex::new(db)),
-            epoch: epoch.into(),
-        })
+        let db = Arc::new(Mutex::new(db));
+        let epoch: Arc<str> = epoch.into();
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let (wdb, wepoch) = (Arc::clone(&db), Arc::clone(&epoch));
+        std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || write_loop(&wdb, &wepoch, &jobs))
+            .map_err(storage)?;
+        Ok(SqliteHistory { db, writer, epoch })
     }
 
     /// Writes the write-ahead log back into the database file (at
@@ -159,79 +190,154 @@ fn publication(r: &rusqlite::Row<'_>) -> Result<Publication, rusqlite::Error> {
     })
 }
 
+/// The writer thread: takes every waiting append, commits them in one
+/// transaction, then runs their follow-ups in order and answers them.
+fn write_loop(db: &Mutex<Connection>, epoch: &str, jobs: &std::sync::mpsc::Receiver<AppendJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = {
+            let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            commit_group(&mut conn, epoch, &mut group)
+        };
+        for (job, result) in group.into_iter().zip(results) {
+            if let Ok(appended) = &result {
+                let _inside = job.runtime.as_ref().map(tokio::runtime::Handle::enter);
+                (job.then)(appended);
+            }
+            // The caller may have gone away: the publication is stored and
+            // delivered all the same.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Appends a group in one transaction, each in a savepoint of its own.
+fn commit_group(
+    conn: &mut Connection,
+    epoch: &str,
+    group: &mut [AppendJob],
+) -> Vec<Result<Appended, HistoryError>> {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return group.iter().map(|_| Err(storage(&e))).collect(),
+    };
+    let mut results = Vec::with_capacity(group.len());
+    for job in group.iter_mut() {
+        let one = tx.savepoint().and_then(|sp| {
+            let data = std::mem::take(&mut job.data);
+            let appended = append_one(&sp, epoch, &job.channel, data, job.from.take(), &job.opts)?;
+            sp.commit()?;
+            Ok(appended)
+        });
+        results.push(one.map_err(storage));
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => results.iter().map(|_| Err(storage(&e))).collect(),
+    }
+}
+
+/// One append inside the writer's transaction.
+fn append_one(
+    tx: &Connection,
+    db_epoch: &str,
+    channel: &str,
+    data: serde_json::Value,
+    from: Option<String>,
+    opts: &AppendOptions,
+) -> Result<Appended, rusqlite::Error> {
+    let (epoch, top) = stream(tx, channel, db_epoch, true)?;
+    let now = now_ms();
+    tx.execute(
+        "DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2",
+        params![
+            channel,
+            now.saturating_sub(KEY_MEMORY.as_millis() as u64) as i64
+        ],
+    )?;
+    if let Some(key) = &opts.idempotency_key {
+        let seen = tx
+            .query_row(
+                "SELECT offset, data, sender, time_ms FROM idempotency WHERE channel = ?1 AND key = ?2",
+                params![channel, key],
+                publication,
+            )
+            .optional()?;
+        if let Some(p) = seen {
+            return Ok(Appended {
+                publication: p,
+                epoch,
+                duplicate: true,
+            });
+        }
+    }
+    prune(tx, channel, opts.ttl)?;
+    let offset = top + 1;
+    let text = data.to_string();
+    if opts.size > 0 {
+        tx.execute(
+            "INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![channel, offset as i64, text, from, now as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
+            params![channel, offset as i64 - opts.size as i64],
+        )?;
+    }
+    if let Some(key) = &opts.idempotency_key {
+        tx.execute(
+            "INSERT INTO idempotency (channel, key, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![channel, key, offset as i64, text, from, now as i64],
+        )?;
+    }
+    tx.execute(
+        "UPDATE streams SET top = ?2 WHERE channel = ?1",
+        params![channel, offset as i64],
+    )?;
+    Ok(Appended {
+        publication: Publication {
+            offset,
+            data,
+            from,
+            time_ms: now,
+        },
+        epoch,
+        duplicate: false,
+    })
+}
+
 #[async_trait]
 impl History for SqliteHistory {
-    async fn append(
+    async fn append_then(
         &self,
         channel: &ChannelName,
         data: serde_json::Value,
         from: Option<String>,
         opts: &AppendOptions,
+        then: Stored,
     ) -> Result<Appended, HistoryError> {
-        let channel = channel.as_str().to_owned();
-        let opts = opts.clone();
-        let db_epoch = Arc::clone(&self.epoch);
-        self.run(move |conn| {
-            let tx = conn.transaction()?;
-            let (epoch, top) = stream(&tx, &channel, &db_epoch, true)?;
-            let now = now_ms();
-            tx.execute(
-                "DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2",
-                params![channel, now.saturating_sub(KEY_MEMORY.as_millis() as u64) as i64],
-            )?;
-            if let Some(key) = &opts.idempotency_key {
-                let seen = tx
-                    .query_row(
-                        "SELECT offset, data, sender, time_ms FROM idempotency WHERE channel = ?1 AND key = ?2",
-                        params![channel, key],
-                        publication,
-                    )
-                    .optional()?;
-                if let Some(p) = seen {
-                    tx.commit()?;
-                    return Ok(Appended {
-                        publication: p,
-                        epoch,
-                        duplicate: true,
-                    });
-                }
-            }
-            prune(&tx, &channel, opts.ttl)?;
-            let offset = top + 1;
-            let text = data.to_string();
-            if opts.size > 0 {
-                tx.execute(
-                    "INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![channel, offset as i64, text, from, now as i64],
-                )?;
-                tx.execute(
-                    "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
-                    params![channel, offset as i64 - opts.size as i64],
-                )?;
-            }
-            if let Some(key) = &opts.idempotency_key {
-                tx.execute(
-                    "INSERT INTO idempotency (channel, key, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![channel, key, offset as i64, text, from, now as i64],
-                )?;
-            }
-            tx.execute(
-                "UPDATE streams SET top = ?2 WHERE channel = ?1",
-                params![channel, offset as i64],
-            )?;
-            tx.commit()?;
-            Ok(Appended {
-                publication: Publication {
-                    offset,
-                    data,
-                    from,
-                    time_ms: now,
-                },
-                epoch,
-                duplicate: false,
-            })
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = AppendJob {
+            channel: channel.as_str().to_owned(),
+            data,
+            from,
+            opts: opts.clone(),
+            then,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            reply,
+        };
+        self.writer
+            .send(job)
+            .map_err(|_| storage("the history writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| storage("the history writer has stopped"))?
     }
 
     async fn since(
