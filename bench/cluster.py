@@ -358,7 +358,7 @@ def node_versions():
     try:
         pl = json.load(open(os.path.join(NODE_DIR, "package-lock.json")))
         for pkg in ["socket.io", "@socket.io/redis-adapter", "@socket.io/redis-streams-adapter", "redis"]:
-            v[pkg] = pl["packages"].get(f"node_modules/{pkg}", {}).get("version", "?")
+            v[f"npm:{pkg}"] = pl["packages"].get(f"node_modules/{pkg}", {}).get("version", "?")
     except Exception:
         pass
     lock = open(os.path.join(ROOT, "Cargo.lock")).read()
@@ -368,12 +368,14 @@ def node_versions():
     return v
 
 
-NOTES = """
-### Reading
+READING = os.path.join(ROOT, "bench", "cluster-reading.md")
 
-(Written after each full run; see the per-run details below for the raw
-figures.)
-"""
+
+def notes():
+    """The reading of the figures: bench/cluster-reading.md, written by hand
+    after a full run (it names the run it reads)."""
+    text = open(READING).read().strip() if os.path.exists(READING) else "(no reading written for this run yet)"
+    return f"\n### Reading\n\n{text}\n"
 
 
 def bg_text(bg):
@@ -512,8 +514,8 @@ suite runs); `bench/run.py` keeps this section as it is.
 - {meta['rustc']}; Node {meta['node']}; redis-server {redis_version} (its own, on a free port, no persistence, flushed before each run)
 - switchboard-redis {vers.get('switchboard-redis')} (redis crate {vers.get('redis')});
   socketioxide {vers.get('socketioxide')} with socketioxide-redis {vers.get('socketioxide-redis')} (its `redis` driver);
-  socket.io {vers.get('socket.io')} with @socket.io/redis-adapter {vers.get('@socket.io/redis-adapter')},
-  @socket.io/redis-streams-adapter {vers.get('@socket.io/redis-streams-adapter')}, redis (client) {vers.get('redis')}
+  socket.io {vers.get('npm:socket.io')} with @socket.io/redis-adapter {vers.get('npm:@socket.io/redis-adapter')},
+  @socket.io/redis-streams-adapter {vers.get('npm:@socket.io/redis-streams-adapter')}, redis (npm client) {vers.get('npm:redis')}
 - source: commit {saved.get('source', '?')}
 - {max([len(v) for v in raw.get('cluster', {}).values()] or [0])} run(s) per configuration, interleaved; median with [min-max]
 
@@ -587,7 +589,7 @@ includes it.
 | target | measured |
 |---|---|
 {chr(10).join(f"| {t} | {v} |" for t, v in targets)}
-{NOTES}
+{notes()}
 ### Per-run details
 
 Cluster (best trial of each search). Background: the CPU other tenants of
