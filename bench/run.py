@@ -458,10 +458,12 @@ Idle connections:
 {chr(10).join(idle_rows)}
 {NOTES}
 {codecs}"""
-    # Keep the section bench/cluster.py writes.
-    kept = re.search(r"<!-- cluster:begin -->.*?<!-- cluster:end -->", open(path).read() if os.path.exists(path) else "", re.S)
-    if kept:
-        doc = doc.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
+    # Keep the sections bench/cluster.py and bench/publish.py write.
+    old = open(path).read() if os.path.exists(path) else ""
+    for name in ["cluster", "publish"]:
+        kept = re.search(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", old, re.S)
+        if kept:
+            doc = doc.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     with open(path, "w") as f:
         f.write(doc)
 

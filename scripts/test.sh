@@ -51,6 +51,9 @@ cargo test --workspace
 echo "== benchmark smoke run (tiny N; checks that every server and scenario still works)"
 python3 bench/run.py --smoke
 
+echo "== publish benchmark smoke run (the switchboard server: acked publications through the HTTP API and /ws)"
+python3 bench/publish.py --smoke
+
 echo "== cluster benchmark smoke run (two nodes on a Redis of its own, every server and adapter mode; recovery on and off)"
 python3 bench/cluster.py --smoke
 

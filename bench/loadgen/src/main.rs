@@ -8,7 +8,7 @@
 //! object on stdout.
 //!
 //! ```text
-//! bench-loadgen <idle|fanout|search|echo|polling> --addr 127.0.0.1:3000
+//! bench-loadgen <idle|fanout|search|echo|polling|cluster|publish> --addr 127.0.0.1:3000
 //!     (search and polling look for the highest sustainable publish rate)
 //!     [--proto sio|raw|server] [--n N] [--duration S] [--rate R] [--payload B]
 //!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L] [--trials T]
@@ -16,6 +16,7 @@
 
 mod cluster;
 mod conn;
+mod publish;
 mod stats;
 
 use std::collections::HashMap;
@@ -114,6 +115,7 @@ fn main() {
             "echo" => echo(&args).await,
             "polling" => polling(&args).await,
             "cluster" => cluster::run().await,
+            "publish" => publish::run().await,
             other => Err(format!("unknown scenario {other}")),
         }
     });

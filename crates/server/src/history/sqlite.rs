@@ -151,20 +151,17 @@ fn stream(
     create: bool,
 ) -> Result<(String, u64), rusqlite::Error> {
     if let Some(s) = tx
-        .query_row(
-            "SELECT epoch, top FROM streams WHERE channel = ?1",
-            [channel],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
-        )
+        .prepare_cached("SELECT epoch, top FROM streams WHERE channel = ?1")?
+        .query_row([channel], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
         .optional()?
     {
         return Ok(s);
     }
     if create {
-        tx.execute(
-            "INSERT INTO streams (channel, epoch, top) VALUES (?1, ?2, 0)",
-            params![channel, epoch],
-        )?;
+        tx.prepare_cached("INSERT INTO streams (channel, epoch, top) VALUES (?1, ?2, 0)")?
+            .execute(params![channel, epoch])?;
     }
     Ok((epoch.to_owned(), 0))
 }
@@ -172,10 +169,8 @@ fn stream(
 fn prune(tx: &Connection, channel: &str, ttl: Option<Duration>) -> Result<(), rusqlite::Error> {
     if let Some(ttl) = ttl {
         let oldest = now_ms().saturating_sub(ttl.as_millis() as u64) as i64;
-        tx.execute(
-            "DELETE FROM publications WHERE channel = ?1 AND time_ms < ?2",
-            params![channel, oldest],
-        )?;
+        tx.prepare_cached("DELETE FROM publications WHERE channel = ?1 AND time_ms < ?2")?
+            .execute(params![channel, oldest])?;
     }
     Ok(())
 }
@@ -254,20 +249,17 @@ fn append_one(
 ) -> Result<Appended, rusqlite::Error> {
     let (epoch, top) = stream(tx, channel, db_epoch, true)?;
     let now = now_ms();
-    tx.execute(
-        "DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2",
-        params![
+    tx.prepare_cached("DELETE FROM idempotency WHERE channel = ?1 AND time_ms < ?2")?
+        .execute(params![
             channel,
             now.saturating_sub(KEY_MEMORY.as_millis() as u64) as i64
-        ],
-    )?;
+        ])?;
     if let Some(key) = &opts.idempotency_key {
         let seen = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT offset, data, sender, time_ms FROM idempotency WHERE channel = ?1 AND key = ?2",
-                params![channel, key],
-                publication,
-            )
+            )?
+            .query_row(params![channel, key], publication)
             .optional()?;
         if let Some(p) = seen {
             return Ok(Appended {
@@ -281,25 +273,17 @@ fn append_one(
     let offset = top + 1;
     let text = data.to_string();
     if opts.size > 0 {
-        tx.execute(
-            "INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![channel, offset as i64, text, from, now as i64],
-        )?;
-        tx.execute(
-            "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
-            params![channel, offset as i64 - opts.size as i64],
-        )?;
+        tx.prepare_cached("INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![channel, offset as i64, text, from, now as i64])?;
+        tx.prepare_cached("DELETE FROM publications WHERE channel = ?1 AND offset <= ?2")?
+            .execute(params![channel, offset as i64 - opts.size as i64])?;
     }
     if let Some(key) = &opts.idempotency_key {
-        tx.execute(
-            "INSERT INTO idempotency (channel, key, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![channel, key, offset as i64, text, from, now as i64],
-        )?;
+        tx.prepare_cached("INSERT INTO idempotency (channel, key, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![channel, key, offset as i64, text, from, now as i64])?;
     }
-    tx.execute(
-        "UPDATE streams SET top = ?2 WHERE channel = ?1",
-        params![channel, offset as i64],
-    )?;
+    tx.prepare_cached("UPDATE streams SET top = ?2 WHERE channel = ?1")?
+        .execute(params![channel, offset as i64])?;
     Ok(Appended {
         publication: Publication {
             offset,
