@@ -55,18 +55,20 @@ impl SseSubscriber {
     /// The event of a publication: the shared data, and an id with this
     /// stream's positions (moved on by this publication).
     fn event(&self, d: &Delivery) -> Bytes {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        Self::event_with(&mut positions, d)
+    }
+
+    fn event_with(positions: &mut Positions, d: &Delivery) -> Bytes {
         let data = d.encoded(Wire::Sse, sse::publication_data);
-        let id = {
-            let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-            positions.insert(
-                d.channel.clone(),
-                crate::history::StreamPosition {
-                    offset: d.publication.offset,
-                    epoch: d.epoch.clone(),
-                },
-            );
-            sse::format_id(&positions)
-        };
+        positions.insert(
+            d.channel.clone(),
+            crate::history::StreamPosition {
+                offset: d.publication.offset,
+                epoch: d.epoch.clone(),
+            },
+        );
+        let id = sse::format_id(positions);
         Bytes::from(sse::event(Some(&id), "message", &data))
     }
 
@@ -89,8 +91,15 @@ impl SseSubscriber {
         }
     }
 
+    /// Queues a live publication. Its id is made and the event queued under
+    /// the positions' lock, so ids follow the queue's order: an event's id
+    /// never names a position whose event is written after it.
     fn push(&self, d: &Delivery) -> bool {
-        self.enqueue(self.event(d), Some(d.published))
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let event = Self::event_with(&mut positions, d);
+        let queued = self.enqueue(event, Some(d.published));
+        drop(positions);
+        queued
     }
 }
 
@@ -314,6 +323,7 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
                 .map(|(c, p)| (c.clone(), p.clone())),
         );
     let mut first = Vec::new();
+    let mut replayed = Vec::with_capacity(channels.len());
     for channel in &channels {
         // Before the await: a client gone meanwhile is unsubscribed.
         leave.channels.push(channel.clone());
@@ -353,7 +363,13 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
             let d = Delivery::new(channel.clone(), s.position.epoch.clone(), p);
             first.push(sub.event(&d));
         }
-        sub.cursors[channel].finish(s.position.offset, |d| {
+        replayed.push((channel, s.position.offset));
+    }
+    // Live publications are released only once every channel's replay is
+    // built: a replayed event (written first) never carries in its id the
+    // position of a live one queued behind it.
+    for (channel, offset) in replayed {
+        sub.cursors[channel].finish(offset, |d| {
             sub.push(d);
         });
     }
