@@ -198,3 +198,34 @@ async fn reads_of_unknown_channels_store_nothing() {
         .unwrap();
     assert_eq!(streams, 1, "only the channel that was published to");
 }
+
+#[tokio::test]
+async fn sqlite_history_forgets_idempotency_keys_past_their_memory() {
+    let path = temp_db("keys");
+    let ch = ChannelName::parse("chat:lobby").unwrap();
+    let h = SqliteHistory::open(&path).unwrap();
+    let first = h
+        .append(&ch, json!("a"), None, &opts(10, Some("k")))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    // Age the key past the five minutes keys are remembered.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE idempotency SET time_ms = 0", [])
+        .unwrap();
+    // A forgotten key stores a new publication...
+    let again = h
+        .append(&ch, json!("b"), None, &opts(10, Some("k")))
+        .await
+        .unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.publication.offset, 2);
+    // ... which the key now names.
+    let retry = h
+        .append(&ch, json!("b"), None, &opts(10, Some("k")))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.publication.offset, 2);
+}
