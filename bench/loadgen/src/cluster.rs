@@ -74,15 +74,7 @@ struct Opts {
 }
 
 fn opts() -> Result<Opts, String> {
-    let mut kv = HashMap::new();
-    let mut it = std::env::args().skip(2);
-    while let Some(k) = it.next() {
-        let k = k
-            .strip_prefix("--")
-            .ok_or(format!("unexpected argument {k}"))?
-            .to_owned();
-        kv.insert(k.clone(), it.next().ok_or(format!("--{k} needs a value"))?);
-    }
+    let kv = crate::flags()?;
     let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
     let num = |k: &str, d: &str| -> Result<f64, String> {
         get(k, d)
@@ -230,14 +222,9 @@ pub(crate) async fn run() -> Result<Value, String> {
         } else {
             hi = Some(rate);
         }
-        rate = match hi {
-            None => rate * 2.0,
-            Some(h) if h / lo.max(1.0) > 1.1 && lo > 0.0 => (lo + h) / 2.0,
-            Some(_) if lo == 0.0 => rate / 2.0,
-            Some(_) => break,
-        };
-        if rate < 1.0 {
-            break;
+        match crate::next_rate(rate, lo, hi) {
+            Some(next) => rate = next,
+            None => break,
         }
         tokio::time::sleep(o.settle).await;
     }

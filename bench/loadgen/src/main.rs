@@ -49,10 +49,10 @@ struct Args {
     trials: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let scenario = it.next().ok_or("missing scenario")?;
+/// The `--key value` pairs of the command line after the scenario.
+pub(crate) fn flags() -> Result<HashMap<String, String>, String> {
     let mut kv = HashMap::new();
+    let mut it = std::env::args().skip(2);
     while let Some(k) = it.next() {
         let k = k
             .strip_prefix("--")
@@ -61,6 +61,26 @@ fn parse_args() -> Result<Args, String> {
         let v = it.next().ok_or(format!("--{k} needs a value"))?;
         kv.insert(k, v);
     }
+    Ok(kv)
+}
+
+/// The rate searches' next step from `rate`, given the highest sustainable
+/// rate so far (`lo`) and the lowest unsustainable one (`hi`): double until
+/// a rate fails, then bisect; `None` once the two are within 10% (or below
+/// one publish per second).
+pub(crate) fn next_rate(rate: f64, lo: f64, hi: Option<f64>) -> Option<f64> {
+    let next = match hi {
+        None => rate * 2.0,
+        Some(h) if h / lo.max(1.0) > 1.1 && lo > 0.0 => (lo + h) / 2.0,
+        Some(_) if lo == 0.0 => rate / 2.0,
+        Some(_) => return None,
+    };
+    (next >= 1.0).then_some(next)
+}
+
+fn parse_args() -> Result<Args, String> {
+    let scenario = std::env::args().nth(1).ok_or("missing scenario")?;
+    let kv = flags()?;
     let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
     let num = |k: &str, d: &str| -> Result<f64, String> {
         get(k, d)
@@ -334,14 +354,9 @@ async fn search_with(args: &Args, subs: &Subscribers, scenario: &str) -> Result<
         } else {
             hi = Some(rate);
         }
-        rate = match hi {
-            None => rate * 2.0,
-            Some(h) if h / lo.max(1.0) > 1.1 && lo > 0.0 => (lo + h) / 2.0,
-            Some(_) if lo == 0.0 => rate / 2.0,
-            Some(_) => break,
-        };
-        if rate < 1.0 {
-            break;
+        match next_rate(rate, lo, hi) {
+            Some(next) => rate = next,
+            None => break,
         }
         // Let queues settle between trials.
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -17,7 +17,6 @@
 //! ```
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -46,15 +45,7 @@ struct Opts {
 }
 
 fn opts() -> Result<Opts, String> {
-    let mut kv = HashMap::new();
-    let mut it = std::env::args().skip(2);
-    while let Some(k) = it.next() {
-        let k = k
-            .strip_prefix("--")
-            .ok_or(format!("unexpected argument {k}"))?
-            .to_owned();
-        kv.insert(k.clone(), it.next().ok_or(format!("--{k} needs a value"))?);
-    }
+    let kv = crate::flags()?;
     let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
     let num = |k: &str, d: &str| -> Result<f64, String> {
         get(k, d)
