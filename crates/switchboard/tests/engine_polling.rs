@@ -11,6 +11,7 @@ use common::*;
 use serde_json::json;
 use switchboard::Sid;
 use switchboard::engine::{Cors, Engine, EngineConfig, Refusal};
+use switchboard::protocol::engine::Frame;
 
 const P: &str = "/engine.io/";
 
@@ -283,6 +284,30 @@ async fn close_packet_while_get_pending_releases_it_with_noop() {
     assert!(session_gone(&engine, &sid));
     let r = get(addr, &poll_url(P, &sid)).await;
     assert_eq!(r.status, 400);
+}
+
+/// A server-side close after queued messages: the messages come in one
+/// poll, the close packet alone in the next (a client handed both in one
+/// payload would close before it handled the messages), then the session
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_close_sends_queued_messages_before_the_close_packet() {
+    let (addr, engine) = quiet_server().await;
+    let (sid, _) = polling_handshake(addr, P).await;
+    let session = engine.session(sid.parse().expect("sid")).expect("session");
+    session.send(Frame::message(b"a")).expect("queued");
+    session.send(Frame::message(b"b")).expect("queued");
+    session.disconnect();
+    drop(session);
+    let r = get(addr, &poll_url(P, &sid)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "4a\x1e4b"));
+    assert!(
+        !session_gone(&engine, &sid),
+        "open until the close packet is out"
+    );
+    let r = get(addr, &poll_url(P, &sid)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "1"));
+    assert!(session_gone(&engine, &sid));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

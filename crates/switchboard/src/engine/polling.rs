@@ -84,13 +84,22 @@ pub(crate) async fn get<H: EngineHandler>(session: Arc<Session<H>>) -> Reply {
                 return Reply::empty(StatusCode::BAD_REQUEST);
             } else if !s.queue.is_empty() {
                 s.queued_bytes = 0;
-                let frames = std::mem::take(&mut s.queue);
-                let closing = s.closing;
+                let mut frames = std::mem::take(&mut s.queue);
+                // The close packet (the last queued frame of a closing
+                // session) travels alone, in the poll after the others, as
+                // the reference sends it: a client that received both in one
+                // payload would see the transport close before it handled
+                // the packets ahead of it (socket.io-client hands decoded
+                // packets on a tick later), losing their acks and a
+                // namespace DISCONNECT.
+                let closing = s.closing && frames.len() == 1;
+                if s.closing && !closing {
+                    s.queue.extend(frames.pop_back());
+                }
                 s.polling = false;
                 drop(s);
                 guard.armed = false;
                 if closing {
-                    // The close packet is the last of these frames.
                     session.close(CloseReason::ForcedClose);
                 }
                 return Reply::payload(encode_payload(&frames));
