@@ -19,6 +19,8 @@
 //! - [`limits`]: connection admission and message rates.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: the listener (TLS, graceful shutdown).
+//! - `session`: a client connection's session, where every client command
+//!   is handled for all protocols.
 //! - [`presence`]: users (not connections) present in a channel.
 //! - [`web`]: the embedded web chat served at `/`.
 //! - [`wire`]: the plain WebSocket JSON messages and Server-Sent Events.
@@ -36,5 +38,6 @@ mod mime;
 pub mod node;
 pub mod presence;
 pub mod server;
+mod session;
 pub mod web;
 pub mod wire;

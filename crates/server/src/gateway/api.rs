@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::channel::ChannelName;
 use crate::node::{NodeError, Publisher, Reader};
+use crate::session::{self, Present, Published, Recent};
 
 /// An API error: a status and a JSON body `{code, message}`.
 #[derive(Debug)]
@@ -157,10 +158,12 @@ pub async fn publish(
     };
     let key = body.idempotency_key.clone();
     match app.node.publish(&ch, body.data, Publisher::Api, key).await {
-        Ok((p, epoch)) => {
-            Json(json!({ "channel": ch.as_str(), "offset": p.offset, "epoch": epoch }))
-                .into_response()
-        }
+        Ok((p, epoch)) => Json(Published {
+            channel: ch.as_str(),
+            offset: p.offset,
+            epoch: &epoch,
+        })
+        .into_response(),
         Err(e) => node_error(&e).into_response(),
     }
 }
@@ -202,7 +205,11 @@ pub async fn broadcast(
                 .publish(&ch, body.data.clone(), Publisher::Api, None)
                 .await
             {
-                Ok((p, epoch)) => json!({ "channel": name, "offset": p.offset, "epoch": epoch }),
+                Ok((p, epoch)) => session::body(&Published {
+                    channel: name,
+                    offset: p.offset,
+                    epoch: &epoch,
+                }),
                 Err(e) => {
                     json!({ "channel": name, "error": { "code": e.code(), "message": e.to_string() } })
                 }
@@ -236,7 +243,11 @@ pub async fn presence(
         Err(r) => return r.into_response(),
     };
     match app.node.presence(&ch, Reader::Api) {
-        Ok(p) => Json(json!({ "channel": ch.as_str(), "presence": p })).into_response(),
+        Ok(p) => Json(Present {
+            channel: ch.as_str(),
+            presence: &p,
+        })
+        .into_response(),
         Err(e) => node_error(&e).into_response(),
     }
 }
@@ -260,9 +271,12 @@ pub async fn history(
         .history_of(&ch, q.limit.unwrap_or(100).min(1000), Reader::Api)
         .await
     {
-        Ok((items, pos)) => Json(json!({
-            "channel": ch.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items,
-        }))
+        Ok((items, pos)) => Json(Recent {
+            channel: ch.as_str(),
+            offset: pos.offset,
+            epoch: &pos.epoch,
+            publications: &items,
+        })
         .into_response(),
         Err(e) => node_error(&e).into_response(),
     }

@@ -10,7 +10,13 @@
 //! - `publish` `{channel, data}` → `{channel, offset, epoch}`;
 //! - `presence` `{channel}` → `{channel, presence}`;
 //! - `history` `{channel, limit?}` → `{channel, offset, epoch, publications}`;
+//! - `auth` `{token}` → `{user, name}` (a refreshed token, same user);
 //! - errors answer `{error: {code, message}}`;
+//! - any other event counts against the message rate and, if it asks for
+//!   an ack, is answered `bad_request`.
+//!
+//! The commands are handled by the connection's [`Session`]; this module
+//! only turns events into commands and answers into acks.
 //! - publications arrive as the event `publication` `{channel, offset,
 //!   epoch, data, from}`.
 
@@ -23,12 +29,10 @@ use switchboard::{ConnectError, DisconnectReason, Event, Socket, SocketIo};
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::channel::ChannelName;
 use crate::config::LimitsConfig;
-use crate::history::StreamPosition;
-use crate::hub::{CloseReason, Cursor, Cursors, Delivery, Signal, Subscriber, Wire};
-use crate::limits::{Limiter, MessageRate, Permit, Rate};
-use crate::node::{Publisher, Reader};
+use crate::hub::{CloseReason, Delivery, Signal, Subscriber, Wire};
+use crate::limits::{Limiter, Permit};
+use crate::session::{Admission, Command, Refusal, Reply, Session};
 
 /// The Socket.IO server with the limits applied: the packet size, the
 /// send queue, and a handshake check (rate per IP and capacity; refused
@@ -64,11 +68,9 @@ fn encode_publication(d: &Delivery) -> Vec<u8> {
 }
 
 struct SioSubscriber {
-    id: String,
     socket: Socket,
-    cursors: Cursors,
     app: Arc<App>,
-    rate: Mutex<MessageRate>,
+    session: Session,
 }
 
 impl SioSubscriber {
@@ -96,42 +98,11 @@ impl SioSubscriber {
         }
         ok
     }
-
-    /// Counts a client request against the rate limit: `Err` holds the
-    /// answer when it is refused (and the connection is closed on abuse).
-    fn admit(&self, event: &Event) -> Result<(), Value> {
-        let bytes = event
-            .args()
-            .first()
-            .and_then(|a| serde_json::to_string(a).ok())
-            .map_or(0, |s| s.len());
-        let metrics = self.app.node.metrics();
-        metrics.message_in(Wire::SocketIo, bytes);
-        let verdict = self.rate.lock().unwrap_or_else(|e| e.into_inner()).check();
-        match verdict {
-            Rate::Allowed => Ok(()),
-            Rate::Refused => Err(fail(
-                metrics,
-                "rate_limited",
-                "too many messages; slow down",
-            )),
-            Rate::Abuse => {
-                tracing::warn!(conn = %self.id, "rate limit exceeded for too long: disconnecting");
-                metrics.refusal("rate_abuse");
-                self.socket.disconnect();
-                Err(fail(
-                    metrics,
-                    "rate_limited",
-                    "rate limit exceeded; disconnected",
-                ))
-            }
-        }
-    }
 }
 
 impl Subscriber for SioSubscriber {
     fn id(&self) -> &str {
-        &self.id
+        self.session.id()
     }
 
     fn deliver(&self, d: &Arc<Delivery>) -> bool {
@@ -161,23 +132,12 @@ impl Subscriber for SioSubscriber {
     }
 }
 
-/// An error answer `{error: {code, message}}` (counted as a refusal).
-fn fail(metrics: &crate::metrics::Metrics, code: &str, message: impl std::fmt::Display) -> Value {
-    metrics.refusal(code);
-    json!({ "error": { "code": code, "message": message.to_string() } })
+/// The error answer of a refusal: `{error: {code, message}}`.
+fn error(refusal: &Refusal) -> Value {
+    json!({ "error": { "code": refusal.code, "message": refusal.message } })
 }
 
-fn channel_arg(app: &App, event: &Event) -> Result<ChannelName, Value> {
-    let metrics = app.node.metrics();
-    let name = event
-        .args()
-        .first()
-        .and_then(|a| a.get("channel"))
-        .and_then(switchboard::Value::as_str)
-        .ok_or_else(|| fail(metrics, "bad_request", "channel is required"))?;
-    ChannelName::parse(name).map_err(|e| fail(metrics, "bad_request", e))
-}
-
+/// The event's first argument as JSON (`null` if none).
 fn arg_json(event: &Event) -> Value {
     event
         .args()
@@ -250,163 +210,38 @@ pub fn mount(io: &SocketIo, app: &Arc<App>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&socket.id());
+            let user = identity.as_ref().map(|i| i.user.clone());
+            let session = Session::authenticated(
+                Arc::clone(&app),
+                format!("sio-{}", socket.id()),
+                Wire::SocketIo,
+                identity,
+            );
             let sub = Arc::new(SioSubscriber {
-                id: format!("sio-{}", socket.id()),
                 socket: socket.clone(),
-                cursors: Cursors::default(),
-                rate: Mutex::new(MessageRate::new(app.limits())),
                 app: Arc::clone(&app),
+                session,
             });
             app.node.hub().connect(
                 Arc::clone(&sub) as Arc<dyn Subscriber>,
                 Wire::SocketIo,
-                identity.as_ref().map(|i| i.user.clone()),
+                user,
             );
             app.node.metrics().connection_opened(Wire::SocketIo);
-            register(&socket, &app, &sub, identity, permit);
+            register(&socket, &app, &sub, permit);
         }
     });
 }
 
-/// The events the gateway answers (the others are counted and refused).
-const VOCABULARY: [&str; 5] = ["subscribe", "unsubscribe", "publish", "presence", "history"];
-
-fn register(
-    socket: &Socket,
-    app: &Arc<App>,
-    sub: &Arc<SioSubscriber>,
-    identity: Option<Identity>,
-    permit: Option<Permit>,
-) {
-    let identity = Arc::new(identity);
+fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, permit: Option<Permit>) {
     {
-        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
-        socket.on("subscribe", move |_: Socket, mut event: Event| {
-            let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
-            async move {
-                if let Err(refusal) = sub.admit(&event) {
-                    let _ = event.ack(&refusal);
-                    return;
-                }
-                let (answer, resumed) =
-                    subscribe(&app, &sub, identity.as_ref().as_ref(), &event).await;
-                let _ = event.ack(&answer);
-                // Publications that arrived while subscribing follow the ack
-                // (the cursor held them until now), then the live ones.
-                if let Some((cursor, last_sent)) = resumed {
-                    cursor.finish(last_sent, |d| {
-                        sub.push(d);
-                    });
-                }
-            }
-        });
-    }
-    {
-        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
-        socket.on("unsubscribe", move |_: Socket, mut event: Event| {
-            let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
-                Ok(channel) => {
-                    sub.cursors.remove(&channel);
-                    app.node
-                        .unsubscribe(&channel, identity.as_ref().as_ref(), &sub.id);
-                    json!({ "channel": channel.as_str() })
-                }
-                Err(e) => e,
-            };
-            let _ = event.ack(&answer);
-            async {}
-        });
-    }
-    {
-        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
-        socket.on("publish", move |_: Socket, mut event: Event| {
-            let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
-            async move {
-                let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
-                    Ok(channel) => {
-                        let data = arg_json(&event).get("data").cloned().unwrap_or(Value::Null);
-                        let publisher = Publisher::Client {
-                            identity: identity.as_ref().as_ref(),
-                            conn: &sub.id,
-                        };
-                        match app.node.publish(&channel, data, publisher, None).await {
-                            Ok((p, epoch)) => {
-                                json!({ "channel": channel.as_str(), "offset": p.offset, "epoch": epoch })
-                            }
-                            Err(e) => fail(app.node.metrics(), e.code(), e),
-                        }
-                    }
-                    Err(e) => e,
-                };
-                let _ = event.ack(&answer);
-            }
-        });
-    }
-    {
-        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
-        socket.on("presence", move |_: Socket, mut event: Event| {
-            let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
-                Ok(channel) => match app
-                    .node
-                    .presence(&channel, Reader::Client(identity.as_ref().as_ref()))
-                {
-                    Ok(p) => json!({ "channel": channel.as_str(), "presence": p }),
-                    Err(e) => fail(app.node.metrics(), e.code(), e),
-                },
-                Err(e) => e,
-            };
-            let _ = event.ack(&answer);
-            async {}
-        });
-    }
-    {
-        let (app, sub, identity) = (Arc::clone(app), Arc::clone(sub), Arc::clone(&identity));
-        socket.on("history", move |_: Socket, mut event: Event| {
-            let (app, sub, identity) = (Arc::clone(&app), Arc::clone(&sub), Arc::clone(&identity));
-            async move {
-                let answer = match sub.admit(&event).and_then(|()| channel_arg(&app, &event)) {
-                    Ok(channel) => {
-                        let limit = arg_json(&event)
-                            .get("limit")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(100)
-                            .min(1000);
-                        let reader = Reader::Client(identity.as_ref().as_ref());
-                        match app.node.history_of(&channel, limit as usize, reader).await {
-                            Ok((items, pos)) => json!({
-                                "channel": channel.as_str(), "offset": pos.offset,
-                                "epoch": pos.epoch, "publications": items,
-                            }),
-                            Err(e) => fail(app.node.metrics(), e.code(), e),
-                        }
-                    }
-                    Err(e) => e,
-                };
-                let _ = event.ack(&answer);
-            }
-        });
-    }
-    {
-        // Events outside the vocabulary count against the message rate like
-        // any other (a flood of made-up events ends in `rate_limited` and an
-        // abuse close), and an ack they ask for gets `bad_request`.
-        let (app, sub) = (Arc::clone(app), Arc::clone(sub));
-        socket.on_any(move |_: Socket, mut event: Event| {
-            if !VOCABULARY.contains(&event.name()) {
-                let answer = match sub.admit(&event) {
-                    Ok(()) if event.wants_ack() => Some(fail(
-                        app.node.metrics(),
-                        "bad_request",
-                        format_args!("unknown event {:?}", event.name()),
-                    )),
-                    Ok(()) => None,
-                    Err(refusal) => Some(refusal),
-                };
-                if let Some(answer) = answer {
-                    let _ = event.ack(&answer);
-                }
-            }
-            async {}
+        // Every event counts against the message rate; those of the
+        // vocabulary are the session's commands, the others are answered
+        // `bad_request` when they ask for an ack.
+        let sub = Arc::clone(sub);
+        socket.on_any(move |_: Socket, event: Event| {
+            let sub = Arc::clone(&sub);
+            async move { sub.on_event(event).await }
         });
     }
     {
@@ -414,72 +249,66 @@ fn register(
         let permit = Mutex::new(permit);
         socket.on_disconnect(move |_: Socket, reason| {
             if reason == DisconnectReason::SlowConsumer {
-                tracing::warn!(conn = %sub.id, "slow consumer: disconnected");
+                tracing::warn!(conn = %sub.session.id(), "slow consumer: disconnected");
                 app.node.metrics().slow_consumer(Wire::SocketIo);
             }
-            let channels = sub.cursors.drain();
-            for channel in channels {
-                app.node
-                    .unsubscribe(&channel, identity.as_ref().as_ref(), &sub.id);
-            }
-            app.node.hub().disconnect(&sub.id);
+            sub.session.close();
             drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
             async {}
         });
     }
 }
 
-async fn subscribe(
-    app: &App,
-    sub: &Arc<SioSubscriber>,
-    identity: Option<&Identity>,
-    event: &Event,
-) -> (Value, Option<(Arc<Cursor>, u64)>) {
-    let metrics = app.node.metrics();
-    let channel = match channel_arg(app, event) {
-        Ok(c) => c,
-        Err(e) => return (e, None),
-    };
-    let max = app.limits().max_subscriptions;
-    if !sub.cursors.contains(&channel) && sub.cursors.len() >= max {
-        let message = format!("at most {max} subscriptions per connection");
-        return (fail(metrics, "too_many_subscriptions", message), None);
-    }
-    let since: Option<StreamPosition> = match arg_json(event).get("since") {
-        None | Some(Value::Null) => None,
-        Some(v) => match serde_json::from_value(v.clone()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                return (fail(metrics, "bad_request", format!("since: {e}")), None);
+impl SioSubscriber {
+    /// Answers one event: the session handles it, this only translates.
+    async fn on_event(self: Arc<Self>, mut event: Event) {
+        let args = arg_json(&event);
+        let bytes = if args.is_null() {
+            0
+        } else {
+            args.to_string().len()
+        };
+        match self.session.admit(bytes) {
+            Admission::Allowed => {}
+            Admission::Refused(refusal) => {
+                let _ = event.ack(&error(&refusal));
+                return;
             }
-        },
-    };
-    let cursor = sub.cursors.start(&channel);
-    let subscriber: Arc<dyn Subscriber> = Arc::clone(sub) as Arc<dyn Subscriber>;
-    match app
-        .node
-        .subscribe_resuming(
-            &channel,
-            identity,
-            subscriber,
-            Some(Arc::clone(&cursor)),
-            since.as_ref(),
-        )
-        .await
-    {
-        Ok(s) => {
-            let answer = json!({
-                "channel": channel.as_str(),
-                "offset": s.position.offset,
-                "epoch": s.position.epoch,
-                "recovered": s.recovered,
-                "publications": s.missed,
-            });
-            (answer, Some((cursor, s.position.offset)))
+            Admission::Abuse(refusal) => {
+                let _ = event.ack(&error(&refusal));
+                self.socket.disconnect();
+                return;
+            }
         }
-        Err(e) => {
-            sub.cursors.remove(&channel);
-            (fail(metrics, e.code(), e), None)
+        let Some(command) = Command::from_event(event.name()) else {
+            if event.wants_ack() {
+                let refusal = self
+                    .session
+                    .refuse("bad_request", format!("unknown event {:?}", event.name()));
+                let _ = event.ack(&error(&refusal));
+            }
+            return;
+        };
+        let me = Arc::clone(&self) as Arc<dyn Subscriber>;
+        match self.session.handle(&me, command, &args).await {
+            Ok(Reply::Answer(answer)) => {
+                let _ = event.ack(&answer);
+            }
+            Ok(Reply::Subscribed {
+                answer,
+                cursor,
+                offset,
+            }) => {
+                let _ = event.ack(&answer);
+                // Publications that arrived while subscribing follow the
+                // ack (the cursor held them until now), then the live ones.
+                cursor.finish(offset, |d| {
+                    self.push(d);
+                });
+            }
+            Err(refusal) => {
+                let _ = event.ack(&error(&refusal));
+            }
         }
     }
 }

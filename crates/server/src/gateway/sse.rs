@@ -212,6 +212,18 @@ fn percent_decode(s: &str) -> String {
 
 /// Opens an event stream.
 pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
+    // The checks run in the session's order (crate::session): the
+    // token, then the arguments, then the cap, then the channels' rules.
+    let identity = match token(&req) {
+        Some(t) => match app.verifier.verify(&t) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                app.node.metrics().refusal("unauthenticated");
+                return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+            }
+        },
+        None => None,
+    };
     let names = query_values(&req, "channel");
     if names.is_empty() {
         return error(
@@ -243,16 +255,6 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
             &format!("at most {max} channels per stream"),
         );
     }
-    let identity = match token(&req) {
-        Some(t) => match app.verifier.verify(&t) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                app.node.metrics().refusal("unauthenticated");
-                return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
-            }
-        },
-        None => None,
-    };
     // Every channel is checked before anything is subscribed: a refused
     // stream leaves no trace (no join and leave for the others to see).
     for channel in &channels {

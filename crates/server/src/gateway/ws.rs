@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder};
 
@@ -33,12 +33,8 @@ enum WriteError {
     Slow,
 }
 use crate::app::App;
-use crate::auth::Identity;
-use crate::channel::ChannelName;
-use crate::history::StreamPosition;
-use crate::hub::{CloseReason, Cursors, Delivery, Signal, Subscriber, Wire};
-use crate::limits::{MessageRate, Rate};
-use crate::node::{Publisher, Reader};
+use crate::hub::{CloseReason, Delivery, Signal, Subscriber, Wire};
+use crate::session::{Admission, Command, Refusal, Reply, Session};
 use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
 
 /// How long one write to a client may take.
@@ -93,7 +89,6 @@ pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response 
 struct WsSubscriber {
     id: String,
     queue: SendQueue,
-    cursors: Cursors,
     closing: Mutex<Option<CloseReason>>,
     metrics_app: Arc<App>,
 }
@@ -143,10 +138,9 @@ impl Subscriber for WsSubscriber {
 
 struct Connection {
     app: Arc<App>,
-    identity: Option<Identity>,
+    session: Session,
     sub: Arc<WsSubscriber>,
     rx: mpsc::UnboundedReceiver<Out>,
-    rate: MessageRate,
 }
 
 fn conn_id() -> String {
@@ -158,27 +152,18 @@ fn conn_id() -> String {
     )
 }
 
-/// An error answer (counted as a refusal).
-fn refuse(app: &App, id: Option<Value>, code: &str, message: impl std::fmt::Display) -> String {
-    app.node.metrics().refusal(code);
-    json::error(id, code, &message.to_string())
-}
-
-fn channel_arg(payload: &Value) -> Result<ChannelName, String> {
-    let name = payload
-        .get("channel")
-        .and_then(Value::as_str)
-        .ok_or("payload.channel is required")?;
-    ChannelName::parse(name).map_err(|e| e.to_string())
+/// The error answer of a refusal.
+fn error(id: Option<Value>, refusal: &Refusal) -> String {
+    json::error(id, refusal.code, &refusal.message)
 }
 
 impl Connection {
     fn new(app: Arc<App>) -> Self {
         let (queue, rx) = SendQueue::new(app.limits().max_queued_bytes);
+        let id = conn_id();
         let sub = Arc::new(WsSubscriber {
-            id: conn_id(),
+            id: id.clone(),
             queue,
-            cursors: Cursors::default(),
             closing: Mutex::new(None),
             metrics_app: Arc::clone(&app),
         });
@@ -187,9 +172,8 @@ impl Connection {
             .connect(Arc::clone(&sub) as Arc<dyn Subscriber>, Wire::Json, None);
         app.node.metrics().connection_opened(Wire::Json);
         Connection {
-            rate: MessageRate::new(app.limits()),
+            session: Session::pending(Arc::clone(&app), id, Wire::Json),
             app,
-            identity: None,
             sub,
             rx,
         }
@@ -302,20 +286,16 @@ impl Connection {
                         }
                         continue;
                     };
-                    self.app.node.metrics().message_in(Wire::Json, text.len());
                     let id_of = |text: &str| serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").cloned());
-                    match self.rate.check() {
-                        Rate::Allowed => {}
-                        Rate::Refused => {
-                            let answer = refuse(&self.app, id_of(text), "rate_limited", "too many messages; slow down");
-                            if send(&mut ws, answer).await.is_err() {
+                    match self.session.admit(text.len()) {
+                        Admission::Allowed => {}
+                        Admission::Refused(refusal) => {
+                            if send(&mut ws, error(id_of(text), &refusal)).await.is_err() {
                                 break None;
                             }
                             continue;
                         }
-                        Rate::Abuse => {
-                            tracing::warn!(conn = %self.sub.id, "rate limit exceeded for too long: closing");
-                            self.app.node.metrics().refusal("rate_abuse");
+                        Admission::Abuse(_) => {
                             break Some((CloseCode::POLICY_VIOLATION, "rate limit exceeded"));
                         }
                     }
@@ -326,7 +306,8 @@ impl Connection {
                             break Some((CloseCode::UNSUPPORTED_DATA, "invalid JSON"));
                         }
                         Err(JsonError::BadRequest(e)) => {
-                            if send(&mut ws, refuse(&self.app, id_of(text), "bad_request", e)).await.is_err() {
+                            let refusal = self.session.refuse("bad_request", e);
+                            if send(&mut ws, error(id_of(text), &refusal)).await.is_err() {
                                 break None;
                             }
                             continue;
@@ -346,7 +327,7 @@ impl Connection {
                     }
                 }
                 () = sub.queue.wake.notified() => {}
-                () = &mut auth_deadline, if self.identity.is_none() => {
+                () = &mut auth_deadline, if !self.session.is_authenticated() => {
                     self.app.node.metrics().refusal("unauthenticated");
                     break Some((CloseCode::POLICY_VIOLATION, "authentication timeout"));
                 }
@@ -355,8 +336,7 @@ impl Connection {
         if let Some((code, reason)) = close {
             close_handshake(&mut ws, Some((code, reason))).await;
         }
-        self.leave_all();
-        self.app.node.hub().disconnect(&self.sub.id);
+        self.session.close();
     }
 
     /// Records a slow consumer; the close to send (1008), which is given a
@@ -367,205 +347,38 @@ impl Connection {
         Some((CloseCode::POLICY_VIOLATION, "slow consumer"))
     }
 
-    fn leave_all(&self) {
-        let channels = self.sub.cursors.drain();
-        for channel in channels {
-            self.app
-                .node
-                .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
-        }
-    }
-
+    /// Answers one request: the session handles it, this only encodes.
     async fn handle(&mut self, req: ClientMessage) -> String {
-        let id = req.id.clone();
-        if self.identity.is_none() && !matches!(req.kind, ClientType::Auth | ClientType::Ping) {
-            return refuse(
-                &self.app,
-                id,
-                "unauthenticated",
-                "authenticate first (type auth)",
-            );
-        }
-        match req.kind {
-            ClientType::Ping => json::encode("pong", Value::Null, id),
-            ClientType::Auth => {
-                let token = req
-                    .payload
-                    .get("token")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match self.app.verifier.verify(token) {
-                    Ok(identity)
-                        if self
-                            .identity
-                            .as_ref()
-                            .is_some_and(|i| i.user != identity.user) =>
-                    {
-                        refuse(
-                            &self.app,
-                            id,
-                            "bad_request",
-                            format!("already authenticated as {}", identity.user),
-                        )
-                    }
-                    Ok(identity) => {
-                        let answer =
-                            json::ack(id, json!({ "user": identity.user, "name": identity.name }));
-                        self.app.node.hub().set_user(&self.sub.id, &identity.user);
-                        self.identity = Some(identity);
-                        // A refreshed token may allow fewer channels.
-                        for channel in self.sub.cursors.channels() {
-                            if self
-                                .app
-                                .node
-                                .may_subscribe(&channel, self.identity.as_ref())
-                                .is_err()
-                            {
-                                self.sub.cursors.remove(&channel);
-                                self.app.node.unsubscribe(
-                                    &channel,
-                                    self.identity.as_ref(),
-                                    &self.sub.id,
-                                );
-                            }
-                        }
-                        answer
-                    }
-                    Err(e) => refuse(&self.app, id, e.code(), e),
-                }
-            }
-            ClientType::Subscribe => self.subscribe(id, &req.payload).await,
-            ClientType::Unsubscribe => match channel_arg(&req.payload) {
-                Ok(channel) => {
-                    self.sub.cursors.remove(&channel);
-                    self.app
-                        .node
-                        .unsubscribe(&channel, self.identity.as_ref(), &self.sub.id);
-                    json::ack(id, json!({ "channel": channel.as_str() }))
-                }
-                Err(e) => refuse(&self.app, id, "bad_request", e),
-            },
-            ClientType::Message => {
-                let channel = match channel_arg(&req.payload) {
-                    Ok(c) => c,
-                    Err(e) => return refuse(&self.app, id, "bad_request", e),
-                };
-                let data = req.payload.get("data").cloned().unwrap_or(Value::Null);
-                let publisher = Publisher::Client {
-                    identity: self.identity.as_ref(),
-                    conn: &self.sub.id,
-                };
-                match self.app.node.publish(&channel, data, publisher, None).await {
-                    Ok((p, epoch)) => json::ack(
-                        id,
-                        json!({ "channel": channel.as_str(), "offset": p.offset, "epoch": epoch }),
-                    ),
-                    Err(e) => refuse(&self.app, id, e.code(), e),
-                }
-            }
-            ClientType::Presence => match channel_arg(&req.payload) {
-                Ok(channel) => match self
-                    .app
-                    .node
-                    .presence(&channel, Reader::Client(self.identity.as_ref()))
-                {
-                    Ok(present) => json::ack(
-                        id,
-                        json!({ "channel": channel.as_str(), "presence": present }),
-                    ),
-                    Err(e) => refuse(&self.app, id, e.code(), e),
-                },
-                Err(e) => refuse(&self.app, id, "bad_request", e),
-            },
-            ClientType::History => {
-                let channel = match channel_arg(&req.payload) {
-                    Ok(c) => c,
-                    Err(e) => return refuse(&self.app, id, "bad_request", e),
-                };
-                let limit = req
-                    .payload
-                    .get("limit")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(100)
-                    .min(1000);
-                match self
-                    .app
-                    .node
-                    .history_of(
-                        &channel,
-                        limit as usize,
-                        Reader::Client(self.identity.as_ref()),
-                    )
-                    .await
-                {
-                    Ok((items, pos)) => json::ack(
-                        id,
-                        json!({ "channel": channel.as_str(), "offset": pos.offset, "epoch": pos.epoch, "publications": items }),
-                    ),
-                    Err(e) => refuse(&self.app, id, e.code(), e),
-                }
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, id: Option<Value>, payload: &Value) -> String {
-        let channel = match channel_arg(payload) {
-            Ok(c) => c,
-            Err(e) => return refuse(&self.app, id, "bad_request", e),
+        let id = req.id;
+        let command = match req.kind {
+            ClientType::Auth => Command::Auth,
+            ClientType::Ping => Command::Ping,
+            ClientType::Subscribe => Command::Subscribe,
+            ClientType::Unsubscribe => Command::Unsubscribe,
+            ClientType::Message => Command::Publish,
+            ClientType::Presence => Command::Presence,
+            ClientType::History => Command::History,
         };
-        let since: Option<StreamPosition> = match payload.get("since") {
-            None | Some(Value::Null) => None,
-            Some(v) => match serde_json::from_value(v.clone()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    return refuse(&self.app, id, "bad_request", format!("payload.since: {e}"));
-                }
-            },
-        };
-        let max = self.app.limits().max_subscriptions;
-        if !self.sub.cursors.contains(&channel) && self.sub.cursors.len() >= max {
-            return refuse(
-                &self.app,
-                id,
-                "too_many_subscriptions",
-                format!("at most {max} subscriptions per connection"),
-            );
-        }
-        let cursor = self.sub.cursors.start(&channel);
-        let subscriber: Arc<dyn Subscriber> = Arc::clone(&self.sub) as Arc<dyn Subscriber>;
-        match self
-            .app
-            .node
-            .subscribe_resuming(
-                &channel,
-                self.identity.as_ref(),
-                subscriber,
-                Some(Arc::clone(&cursor)),
-                since.as_ref(),
-            )
-            .await
-        {
-            Ok(s) => {
-                let answer = json::ack(
-                    id,
-                    json!({
-                        "channel": channel.as_str(),
-                        "offset": s.position.offset,
-                        "epoch": s.position.epoch,
-                        "recovered": s.recovered,
-                        "publications": s.missed,
-                    }),
-                );
-                // Live publications that arrived meanwhile follow the ack.
-                cursor.finish(s.position.offset, |d| {
+        let me = Arc::clone(&self.sub) as Arc<dyn Subscriber>;
+        match self.session.handle(&me, command, &req.payload).await {
+            Ok(Reply::Answer(_)) if command == Command::Ping => {
+                json::encode("pong", Value::Null, id)
+            }
+            Ok(Reply::Answer(answer)) => json::ack(id, answer),
+            Ok(Reply::Subscribed {
+                answer,
+                cursor,
+                offset,
+            }) => {
+                let answer = json::ack(id, answer);
+                // Live publications that arrived meanwhile follow the ack
+                // (it is written before the queue).
+                cursor.finish(offset, |d| {
                     self.sub.push(d);
                 });
                 answer
             }
-            Err(e) => {
-                self.sub.cursors.remove(&channel);
-                refuse(&self.app, id, e.code(), e)
-            }
+            Err(refusal) => error(id, &refusal),
         }
     }
 }
