@@ -25,7 +25,8 @@ use switchboard::protocol::sid::Sid;
 use switchboard::protocol::socketio::Encoded;
 
 use crate::codec::{self, obj, s, strings, text, texts};
-use crate::driver::{Driver, Outgoing, Topic};
+use crate::conn::Topic;
+use crate::driver::{Driver, Outgoing};
 use crate::packet::{
     Malformed, encode, event_checked, opts_checked, opts_from, opts_of, packet_of, rooms_checked,
     socket_from, socket_of,

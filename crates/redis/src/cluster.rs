@@ -30,7 +30,8 @@ use switchboard::protocol::socketio::Encoded;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, obj, s, strings, text, texts};
-use crate::driver::{Driver, Handler, Outgoing, Topic};
+use crate::conn::Topic;
+use crate::driver::{Driver, Handler, Outgoing};
 use crate::packet::{
     Malformed, encode, event_checked, event_data, opts_checked, opts_from, opts_of, packet_of,
     rooms_checked, session_from, session_of, socket_from, socket_of,

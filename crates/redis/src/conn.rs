@@ -15,8 +15,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use crate::driver::Topic;
-
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -24,6 +22,17 @@ pub(crate) enum Target {
     Single(String),
     /// The seed nodes of a Redis Cluster.
     Cluster(Vec<String>),
+}
+
+/// What a subscription is to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    /// SUBSCRIBE.
+    Channel(String),
+    /// PSUBSCRIBE.
+    Pattern(String),
+    /// SSUBSCRIBE.
+    Shard(String),
 }
 
 /// A connection to one server or to a cluster.

@@ -19,7 +19,7 @@ use redis::{PushInfo, PushKind, RedisError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisError as Error;
-use crate::conn::{Conn, Target};
+use crate::conn::{Conn, Target, Topic};
 
 /// Counters of the Redis side of an adapter (see
 /// [`crate::RedisAdapterFactory::metrics`]).
@@ -42,17 +42,6 @@ pub struct Metrics {
     pub received: AtomicU64,
     /// Messages received that could not be decoded (ignored).
     pub malformed: AtomicU64,
-}
-
-/// What a subscription is to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Topic {
-    /// SUBSCRIBE.
-    Channel(String),
-    /// PSUBSCRIBE.
-    Pattern(String),
-    /// SSUBSCRIBE.
-    Shard(String),
 }
 
 /// Receives the messages of a subscription: `(channel, payload)`. Runs on

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::driver::{Driver, Outgoing, Topic};
+use crate::conn::Topic;
+use crate::driver::{Driver, Outgoing};
 use crate::{MetricsSnapshot, RedisError};
 
 /// Shared Redis connections. Cheap to clone.

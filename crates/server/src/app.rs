@@ -1,16 +1,13 @@
-//! The application: shared state and the HTTP router of the server.
+//! The application: the state every gateway shares (the node, token
+//! verification, admission, the Socket.IO server, the API key).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
-
 use crate::auth::Verifier;
 use crate::config::{Config, LimitsConfig};
-use crate::gateway;
 use crate::limits::{Limiter, Permit, Refused};
 use crate::node::Node;
 
@@ -26,7 +23,8 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     /// False once shutdown began.
     ready: AtomicBool,
-    /// The Socket.IO server (its vocabulary is mounted by [`App::router`]).
+    /// The Socket.IO server (its vocabulary is mounted by
+    /// [`crate::router::router`]).
     pub io: switchboard::SocketIo,
     /// The key of the HTTP API: `api.key`, or with the development login
     /// a random one made at start (logged); `None` disables the API.
@@ -50,8 +48,7 @@ impl App {
         let limiter = Limiter::new(config.limits.clone());
         let auth_timeout = Duration::from_secs(config.server.auth_timeout_secs);
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let io =
-            gateway::socketio::build(&config.limits, Arc::clone(&limiter), Arc::clone(&metrics));
+        let io = socketio_server(&config.limits, Arc::clone(&limiter), Arc::clone(&metrics));
         let node = Node::with_metrics(Arc::new(config), metrics)?;
         Ok(Arc::new(App {
             node,
@@ -98,55 +95,6 @@ impl App {
     pub fn begin_shutdown(&self) {
         self.ready.store(false, Ordering::Release);
     }
-
-    /// The HTTP routes, with Socket.IO mounted at `/socket.io/`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        gateway::socketio::mount(&self.io, self);
-        let router = Router::new()
-            .route("/api/dev/token", axum::routing::post(dev_token))
-            .route("/api/publish", axum::routing::post(gateway::api::publish))
-            .route(
-                "/api/broadcast",
-                axum::routing::post(gateway::api::broadcast),
-            )
-            .route("/api/presence", get(gateway::api::presence))
-            .route("/api/history", get(gateway::api::history))
-            .route("/api/channels", get(gateway::api::channels))
-            .route("/api/info", get(gateway::api::info))
-            .route(
-                "/api/disconnect",
-                axum::routing::post(gateway::api::disconnect),
-            )
-            .route("/metrics", get(gateway::health::metrics))
-            .route("/healthz", get(gateway::health::healthz))
-            .route("/readyz", get(gateway::health::readyz))
-            .route("/api/openapi.json", get(gateway::api::openapi))
-            .route("/ws", get(gateway::ws::handler))
-            .route("/events", get(gateway::sse::handler));
-        let router = if self.node.config().web.enabled {
-            router.fallback(crate::web::serve)
-        } else {
-            router
-        };
-        let counted = Arc::clone(self);
-        router
-            .with_state(Arc::clone(self))
-            .layer(self.io.layer())
-            .layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
-                    let app = Arc::clone(&counted);
-                    async move {
-                        let socketio = req.uri().path().starts_with("/socket.io/");
-                        let res = next.run(req).await;
-                        // Engine.IO answers an oversized polling body itself.
-                        if socketio && res.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                            app.node.metrics().refusal("message_too_large");
-                        }
-                        res
-                    }
-                },
-            ))
-    }
 }
 
 /// A random value kept in `<data_dir>/<name>` (made on first use, readable
@@ -178,40 +126,29 @@ fn dev_secret(data_dir: &std::path::Path, name: &str) -> anyhow::Result<String> 
     Ok(value)
 }
 
-/// `POST /api/dev/token` `{user, name?}` → `{token}`: the development
-/// login, only when no real key is configured.
-async fn dev_token(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
-    body: Result<axum::Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body = body.map(|b| b.0).unwrap_or_default();
-    let user = body
-        .get("user")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("");
-    let valid = !user.is_empty()
-        && user.len() <= 64
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !valid {
-        return (
-            http::StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({ "code": "bad_request", "message": "user: 1-64 characters of A-Z a-z 0-9 - _ ." })),
-        )
-            .into_response();
-    }
-    let name = body
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .or(Some(user));
-    match app.verifier.issue_dev_token(user, name, 86_400) {
-        Some(token) => axum::Json(serde_json::json!({ "token": token, "user": user })).into_response(),
-        None => (
-            http::StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({ "code": "not_found", "message": "the development login is off" })),
-        )
-            .into_response(),
-    }
+/// The Socket.IO server with the limits applied: the packet size, the
+/// send queue, and a handshake check (rate per IP and capacity; refused
+/// with HTTP 403 and the reason as message, as Engine.IO does).
+fn socketio_server(
+    limits: &LimitsConfig,
+    limiter: Arc<Limiter>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> switchboard::SocketIo {
+    let mut config = switchboard::SocketIoConfig::default();
+    config.engine.max_payload = limits.max_message_size;
+    config.engine.max_queued_bytes = limits.max_queued_bytes;
+    config.engine.allow_request = Some(Arc::new(move |parts: &http::request::Parts| {
+        let ip = parts
+            .extensions
+            .get::<switchboard::RemoteAddr>()
+            .map(|a| a.0.ip());
+        limiter
+            .handshake(ip)
+            .and_then(|()| limiter.check(ip))
+            .map_err(|why| {
+                metrics.refusal(why.code());
+                switchboard::engine::Refusal::new(why.code())
+            })
+    }));
+    switchboard::SocketIo::builder().config(config).build()
 }

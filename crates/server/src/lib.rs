@@ -3,8 +3,9 @@
 //! presence. The wire gateways (Socket.IO, plain WebSocket, SSE) and the
 //! HTTP API build on these.
 //!
-//! - [`app`]: shared state and the HTTP router.
-//! - [`gateway`]: the wire protocols (the plain WebSocket JSON gateway now).
+//! - [`app`]: the state the gateways share.
+//! - [`router`]: the HTTP routes.
+//! - [`gateway`]: the wire protocols (Socket.IO, `/ws`, SSE, the HTTP API).
 //! - [`auth`]: JWT verification (HS256, RS256, ES256) and the development login.
 //! - [`config`]: defaults < TOML file < `SWITCHBOARD_...` environment <
 //!   command-line flags, validated with errors that name the key.
@@ -37,6 +38,7 @@ pub mod metrics;
 mod mime;
 pub mod node;
 pub mod presence;
+pub mod router;
 pub mod server;
 mod session;
 pub mod web;

@@ -21,20 +21,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::app::App;
+use crate::gateway::control::ConnectionControl;
 use crate::hub::CloseReason;
-
-/// A handle on the TCP connection a request came on, in the request's
-/// extensions: a streaming response (SSE) whose client stopped reading
-/// uses it to drop the connection, since its body is no longer polled.
-#[derive(Clone, Default)]
-pub struct ConnectionControl(Arc<tokio::sync::Notify>);
-
-impl ConnectionControl {
-    /// Closes the connection now (what is buffered is dropped).
-    pub fn abort(&self) {
-        self.0.notify_one();
-    }
-}
+use crate::router::router;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +59,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = app.router();
+    let router = router(&app);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
@@ -147,7 +136,7 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let control = ConnectionControl::default();
-    let abort = Arc::clone(&control.0);
+    let abort = control.clone();
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(switchboard::RemoteAddr(peer));
@@ -171,7 +160,7 @@ async fn serve_connection<I>(
                 }
                 return;
             }
-            () = abort.notified() => {
+            () = abort.aborted() => {
                 tracing::debug!(%peer, "connection aborted by the server");
                 return;
             }

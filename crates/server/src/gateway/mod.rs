@@ -5,6 +5,8 @@
 //! - [`socketio`]: the Socket.IO vocabulary at `/socket.io/`.
 //! - [`api`]: the HTTP API for backends at `/api/`.
 //! - [`health`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`control`]: what the listener hands each request (closing its TCP
+//!   connection).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::app::App;
 use crate::limits::Refused;
 
 pub mod api;
+pub mod control;
 pub mod health;
 pub mod socketio;
 pub mod sse;

@@ -29,37 +29,9 @@ use switchboard::{ConnectError, DisconnectReason, Event, Socket, SocketIo};
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::config::LimitsConfig;
 use crate::hub::{CloseReason, Delivery, Signal, Subscriber, Wire};
-use crate::limits::{Limiter, Permit};
+use crate::limits::Permit;
 use crate::session::{Admission, Command, Refusal, Reply, Session};
-
-/// The Socket.IO server with the limits applied: the packet size, the
-/// send queue, and a handshake check (rate per IP and capacity; refused
-/// with HTTP 403 and the reason as message, as Engine.IO does).
-pub fn build(
-    limits: &LimitsConfig,
-    limiter: Arc<Limiter>,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> SocketIo {
-    let mut config = switchboard::SocketIoConfig::default();
-    config.engine.max_payload = limits.max_message_size;
-    config.engine.max_queued_bytes = limits.max_queued_bytes;
-    config.engine.allow_request = Some(Arc::new(move |parts: &http::request::Parts| {
-        let ip = parts
-            .extensions
-            .get::<switchboard::RemoteAddr>()
-            .map(|a| a.0.ip());
-        limiter
-            .handshake(ip)
-            .and_then(|()| limiter.check(ip))
-            .map_err(|why| {
-                metrics.refusal(why.code());
-                switchboard::engine::Refusal::new(why.code())
-            })
-    }));
-    SocketIo::builder().config(config).build()
-}
 
 fn encode_publication(d: &Delivery) -> Vec<u8> {
     socketio::encode_event("/", "publication", &d.body(), Args::One, None)

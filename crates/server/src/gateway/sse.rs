@@ -48,7 +48,7 @@ struct SseSubscriber {
     app: Arc<App>,
     /// Drops the TCP connection of a client that stopped reading (its
     /// body is then no longer polled).
-    control: Option<crate::server::ConnectionControl>,
+    control: Option<super::control::ConnectionControl>,
 }
 
 impl SseSubscriber {
@@ -293,7 +293,7 @@ pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
         app: Arc::clone(&app),
         control: req
             .extensions()
-            .get::<crate::server::ConnectionControl>()
+            .get::<super::control::ConnectionControl>()
             .cloned(),
         cursors: channels
             .iter()

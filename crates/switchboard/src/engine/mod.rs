@@ -21,6 +21,7 @@
 mod coalesce;
 pub mod config;
 mod polling;
+mod reply;
 pub mod service;
 pub mod session;
 mod websocket;

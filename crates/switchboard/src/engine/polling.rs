@@ -8,7 +8,7 @@ use http::StatusCode;
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
-use super::service::Reply;
+use super::reply::Reply;
 use super::session::TransportKind;
 use super::{CloseReason, EngineHandler, Session};
 use crate::protocol::engine::{Packet, decode_payload, encode_payload};

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::coalesce::Coalesce;
 use super::config::CorsOrigins;
+use super::reply::{ErrorCode, Reply, into_response};
 use super::session::{RequestInfo, TransportKind};
 use super::{Engine, EngineHandler, Session, polling, websocket};
 use crate::protocol::engine::Frame;
@@ -26,79 +27,6 @@ use crate::protocol::sid::Sid;
 /// extensions so that handshakes can report it (see the examples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteAddr(pub std::net::SocketAddr);
-
-/// An answer produced by the engine.
-pub(crate) struct Reply {
-    status: StatusCode,
-    content_type: Option<&'static str>,
-    body: Bytes,
-}
-
-impl Reply {
-    pub(crate) fn empty(status: StatusCode) -> Self {
-        Reply {
-            status,
-            content_type: None,
-            body: Bytes::new(),
-        }
-    }
-
-    pub(crate) fn payload(body: Bytes) -> Self {
-        Reply {
-            status: StatusCode::OK,
-            content_type: Some("text/plain; charset=UTF-8"),
-            body,
-        }
-    }
-
-    pub(crate) fn ok() -> Self {
-        Reply {
-            status: StatusCode::OK,
-            content_type: Some("text/html"),
-            body: Bytes::from_static(b"ok"),
-        }
-    }
-
-    /// The reference's JSON error: `{"code":N,"message":"..."}`.
-    fn error(code: ErrorCode, message: Option<&str>) -> Self {
-        let message = message.unwrap_or(code.message());
-        let body = serde_json::json!({ "code": code as u8, "message": message }).to_string();
-        Reply {
-            status: if code == ErrorCode::Forbidden {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            content_type: Some("application/json"),
-            body: Bytes::from(body),
-        }
-    }
-}
-
-/// The reference server's error codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum ErrorCode {
-    UnknownTransport = 0,
-    UnknownSid = 1,
-    BadHandshakeMethod = 2,
-    BadRequest = 3,
-    Forbidden = 4,
-    UnsupportedProtocolVersion = 5,
-}
-
-impl ErrorCode {
-    fn message(self) -> &'static str {
-        match self {
-            ErrorCode::UnknownTransport => "Transport unknown",
-            ErrorCode::UnknownSid => "Session ID unknown",
-            ErrorCode::BadHandshakeMethod => "Bad handshake method",
-            ErrorCode::BadRequest => "Bad request",
-            ErrorCode::Forbidden => "Forbidden",
-            ErrorCode::UnsupportedProtocolVersion => "Unsupported protocol version",
-        }
-    }
-}
 
 struct Query<'a> {
     eio: Option<&'a str>,
@@ -350,17 +278,6 @@ fn request_info<B>(req: &Request<B>) -> RequestInfo {
         req.uri(),
         req.extensions().get::<RemoteAddr>().map(|a| a.0),
     )
-}
-
-fn into_response(reply: Reply) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(reply.body));
-    *r.status_mut() = reply.status;
-    let h = r.headers_mut();
-    if let Some(ct) = reply.content_type {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 /// The body of a response from [`EngineService`]: the engine's own, or the

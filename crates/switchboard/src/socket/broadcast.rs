@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::namespace::NsInner;
+use super::namespace::{Namespace, NsInner};
 use super::{BroadcastAckError, BroadcastError, EmitError};
 use crate::adapter::{AckEvent, AckResponse, BroadcastOptions, Room, SocketInfo};
 use crate::protocol::socketio::{self, Args, RESERVED_EVENTS};
@@ -328,5 +328,24 @@ impl RemoteSocket {
     /// Disconnects it (and its whole connection when `close`).
     pub async fn disconnect(&self, close: bool) -> Result<(), BroadcastError> {
         self.only_me().disconnect(close).await
+    }
+}
+
+/// Broadcast operators start from a namespace (kept here so that the
+/// namespace does not depend on its operators).
+impl Namespace {
+    /// A broadcast to every socket of the namespace.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(Arc::clone(&self.0))
+    }
+
+    /// A broadcast to the sockets of a room.
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to every socket except those in a room.
+    pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().except(room)
     }
 }

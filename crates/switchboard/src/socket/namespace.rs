@@ -5,14 +5,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 
-use super::broadcast::BroadcastOperator;
 use super::{
     BroadcastError, ConnectHandler, EmitError, Middleware, ServerAckError, ServerEvent,
     ServerEventHandler, Socket, run,
 };
 use crate::adapter::{
-    Adapter, AdapterFactory, LocalNamespace, NamespaceHandle, RecoveryConfig, Room, ServerAck,
-    SocketRef,
+    Adapter, AdapterFactory, LocalNamespace, NamespaceHandle, RecoveryConfig, ServerAck, SocketRef,
 };
 use crate::protocol::sid::{Sid, SidMap};
 use crate::protocol::socketio::RESERVED_EVENTS;
@@ -245,21 +243,6 @@ impl Namespace {
     {
         set_connect(&self.0.config, handler);
         self
-    }
-
-    /// A broadcast to every socket of the namespace.
-    pub fn broadcast(&self) -> BroadcastOperator {
-        BroadcastOperator::new(Arc::clone(&self.0))
-    }
-
-    /// A broadcast to the sockets of a room.
-    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
-        self.broadcast().to(room)
-    }
-
-    /// A broadcast to every socket except those in a room.
-    pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
-        self.broadcast().except(room)
     }
 
     /// The connected socket of this node with this id.
