@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// How long a plain WebSocket client has to authenticate.
     pub auth_timeout_secs: u64,
+    /// Threads that run connections: `0` one per core the process may use
+    /// (its CPU affinity counts); `1` runs everything on one thread.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             tls_key: None,
             shutdown_timeout_secs: 10,
             auth_timeout_secs: 10,
+            workers: 0,
         }
     }
 }

@@ -15,7 +15,8 @@ variable SWITCHBOARD_<SECTION>__<KEY>, or with --set section.key=value
 (later layers win: defaults < file < environment < flags):
 
   server.host, server.port, server.data_dir, server.tls_cert,
-  server.tls_key, server.shutdown_timeout_secs, server.auth_timeout_secs
+  server.tls_key, server.shutdown_timeout_secs, server.auth_timeout_secs,
+  server.workers
   limits.max_connections, limits.max_connections_per_ip,
   limits.handshakes_per_second_per_ip, limits.handshake_burst,
   limits.messages_per_second, limits.messages_burst,
@@ -116,10 +117,24 @@ fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve(config))
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    // One core: one thread runs everything (the multi-threaded scheduler
+    // would add a second thread for the accept loop and cross-thread
+    // wake-ups on that one core).
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -61,7 +61,8 @@ pub(crate) fn refused(app: &Arc<App>, why: Refused) -> Response {
 }
 
 /// A frame waiting to be written: its bytes, and for a live publication
-/// when it was published (for the latency metric).
+/// whose latency is sampled ([`crate::hub::Delivery::sampled`]) when it
+/// was published.
 pub(crate) type Out = (Bytes, Option<Instant>);
 
 /// What became of a frame pushed to a [`SendQueue`].

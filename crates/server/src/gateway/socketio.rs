@@ -55,12 +55,12 @@ impl SioSubscriber {
             text,
             attachments: Vec::new(),
         };
-        self.socket.emit_encoded(&packet).is_ok()
+        self.socket.emit_encoded(packet).is_ok()
     }
 
     fn push(&self, d: &Delivery) -> bool {
         let ok = self.send(d.encoded(Wire::SocketIo, encode_publication));
-        if ok {
+        if ok && d.sampled() {
             // Queued to the transport: as far as this protocol's delivery
             // is observed.
             self.app

@@ -97,7 +97,7 @@ impl SseSubscriber {
     fn push(&self, d: &Delivery) -> bool {
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let event = Self::event_with(&mut positions, d);
-        let queued = self.enqueue(event, Some(d.published));
+        let queued = self.enqueue(event, d.sampled().then_some(d.published));
         drop(positions);
         queued
     }

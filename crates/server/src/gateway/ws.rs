@@ -106,7 +106,7 @@ impl WsSubscriber {
 
     fn push(&self, d: &Arc<Delivery>) -> bool {
         let encoded = d.encoded(Wire::Json, json::publication);
-        self.enqueue(encoded, Some(d.published))
+        self.enqueue(encoded, d.sampled().then_some(d.published))
     }
 }
 
@@ -223,8 +223,9 @@ impl Connection {
         self.sub.queue.written(bytes);
         if result.is_ok() {
             let metrics = self.app.node.metrics();
+            let now = Instant::now();
             for at in published {
-                metrics.delivery_latency(at.elapsed());
+                metrics.delivery_latency(now - at);
             }
         }
         result

@@ -221,6 +221,25 @@ impl<H: EngineHandler> Session<H> {
         frames: &[Frame],
         volatile: bool,
     ) -> Result<bool, SendError> {
+        let bytes = frames.iter().map(Frame::len).sum();
+        self.enqueue(frames.len(), bytes, frames.iter().cloned(), volatile)
+    }
+
+    /// Queues one frame (see [`Session::send_frames`]); the frame is moved
+    /// into the queue, not cloned.
+    pub fn send(self: &Arc<Self>, frame: Frame) -> Result<bool, SendError> {
+        let bytes = frame.len();
+        self.enqueue(1, bytes, std::iter::once(frame), false)
+    }
+
+    /// Queues `count` frames of `bytes` in all (see [`Session::send_frames`]).
+    fn enqueue(
+        self: &Arc<Self>,
+        count: usize,
+        bytes: usize,
+        frames: impl Iterator<Item = Frame>,
+        volatile: bool,
+    ) -> Result<bool, SendError> {
         let cfg = &self.shared.config;
         {
             let mut s = self.lock();
@@ -230,11 +249,10 @@ impl<H: EngineHandler> Session<H> {
             if volatile && !s.queue.is_empty() {
                 return Ok(false);
             }
-            let bytes: usize = frames.iter().map(Frame::len).sum();
-            let fits = s.queue.len() + frames.len() <= cfg.max_queued_frames
+            let fits = s.queue.len() + count <= cfg.max_queued_frames
                 && s.queued_bytes + bytes <= cfg.max_queued_bytes;
             if fits {
-                s.queue.extend(frames.iter().cloned());
+                s.queue.extend(frames);
                 s.queued_bytes += bytes;
             } else if volatile {
                 return Ok(false);
@@ -252,11 +270,6 @@ impl<H: EngineHandler> Session<H> {
         }
         self.wake.notify_one();
         Ok(true)
-    }
-
-    /// Queues one frame (see [`Session::send_frames`]).
-    pub fn send(self: &Arc<Self>, frame: Frame) -> Result<bool, SendError> {
-        self.send_frames(std::slice::from_ref(&frame), false)
     }
 
     /// Takes every queued frame (the queue's allocation goes with them, so

@@ -382,11 +382,24 @@ impl Socket {
     /// Sends an event already encoded with [`crate::protocol::socketio`] for
     /// this socket's namespace (without ack id): one encoding can then serve
     /// many sockets (as broadcasts do).
-    pub fn emit_encoded(&self, packet: &Encoded) -> Result<(), EmitError> {
+    /// The packet is moved into the socket's queue: a broadcast hands each
+    /// socket a clone of the shared bytes (a reference count), nothing more.
+    pub fn emit_encoded(&self, packet: Encoded) -> Result<(), EmitError> {
         if self.0.ns.recovery.is_some() {
-            return self.emit_stored(packet.clone());
+            return self.emit_stored(packet);
         }
-        self.send_encoded(packet, false)
+        if packet.attachments.is_empty() {
+            if !self.0.connected.load(Ordering::Acquire) {
+                return Err(EmitError::Disconnected);
+            }
+            return self
+                .0
+                .session
+                .send(Frame::Text(packet.text))
+                .map(|_| ())
+                .map_err(emit_error);
+        }
+        self.send_encoded(&packet, false)
     }
 
     /// Sends an event, through the adapter when connection state recovery
@@ -828,8 +841,13 @@ fn send_frames(inner: &SocketInner, frames: &[Frame], volatile: bool) -> Result<
     inner
         .session
         .send_frames(frames, volatile)
-        .map_err(|e| match e {
-            SendError::SlowConsumer => EmitError::SlowConsumer,
-            _ => EmitError::Disconnected,
-        })
+        .map_err(emit_error)
+}
+
+/// What a refused send means to an emitter.
+fn emit_error(e: SendError) -> EmitError {
+    match e {
+        SendError::SlowConsumer => EmitError::SlowConsumer,
+        _ => EmitError::Disconnected,
+    }
 }
