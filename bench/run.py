@@ -165,6 +165,7 @@ def scenarios(smoke):
     return [
         ("idle-10000", "idle", ["--n", 10000, "--duration", 5], SERVERS),
         ("idle-19000", "idle", ["--n", 19000, "--duration", 5], SERVERS),
+        ("connect-5000", "idle", ["--n", 5000, "--inflight", 500, "--duration", 1], SERVERS),
         ("fanout-1000", "search", ["--n", 1000, "--rate", 100, "--duration", 3, "--p99-ms", 100], SERVERS),
         ("fanout-10000", "search", ["--n", 10000, "--rate", 10, "--duration", 3, "--p99-ms", 1000], SERVERS),
         ("echo-100", "echo", ["--clients", 100, "--duration", 10], ["switchboard", "socketioxide", "node"]),
@@ -183,6 +184,8 @@ def headline(key, r):
         return None
     if key.startswith("idle"):
         return r.get("bytes_per_conn")
+    if key.startswith("connect"):
+        return r.get("connect_rate")
     if key.startswith("fanout") or key.startswith("polling"):
         best = r.get("best") if "best" in r else r
         return best.get("deliveries_per_s") if best else 0
@@ -317,11 +320,13 @@ def write_doc(results, raw, meta, vers, args, path):
         ("polling-1000", "Polling, 1k clients: deliveries/s"),
         ("idle-10000", "Idle, 10k connections: server RSS per connection"),
         ("idle-19000", "Idle, 19k connections: server RSS per connection"),
+        ("connect-5000", "Connect rate, 500 attempts in flight: connections/s"),
     ]
     titles = {
         "fanout-1000": "Fan-out 1k subs: deliveries/s", "fanout-10000": "Fan-out 10k subs: deliveries/s",
         "echo-100": "Echo 100 clients: acks/s", "polling-1000": "Polling 1k: deliveries/s",
         "idle-10000": "Idle 10k: RSS/conn (lower wins)", "idle-19000": "Idle 19k: RSS/conn (lower wins)",
+        "connect-5000": "Connects/s, 500 in flight",
     }
     svg_chart(results, [(k, titles[k]) for k, _ in keys], os.path.join(ROOT, "docs", "benchmarks.svg"))
     lines = []
@@ -352,6 +357,9 @@ def write_doc(results, raw, meta, vers, args, path):
         ("Fan-out 10k vs socketioxide", ratio("fanout-10000", "switchboard", "socketioxide")),
         ("Idle memory 19k: socketioxide / Switchboard (target >= 3x)", ratio("idle-19000", "switchboard", "socketioxide", inverse=True)),
         ("Echo vs socketioxide (target >= 1.5x)", ratio("echo-100", "switchboard", "socketioxide")),
+        ("Server fan-out 1k vs the library (target >= 0.7x)", ratio("fanout-1000", "server", "switchboard")),
+        ("Server fan-out 10k vs the library (target >= 0.7x)", ratio("fanout-10000", "server", "switchboard")),
+        ("Server connect rate vs the library (target >= 0.8x)", ratio("connect-5000", "server", "switchboard")),
     ]
     details, idle_rows = [], []
     for key, _ in keys:
@@ -359,7 +367,7 @@ def write_doc(results, raw, meta, vers, args, path):
             for r in raw.get(key, {}).get(srv, []):
                 if not isinstance(r, dict) or "error" in r:
                     continue
-                if key.startswith("idle"):
+                if key.startswith("idle") or key.startswith("connect"):
                     idle_rows.append(f"| {key} | {LABELS[srv]} | {r.get('connected')} | {r.get('connect_rate')} | "
                                      f"{r.get('rss_before_kib')} | {r.get('rss_after_kib')} | {r.get('bytes_per_conn')} |")
                     continue
@@ -416,6 +424,10 @@ nothing worth reading.
   (from /proc). This machine caps open files at 20,000 per process, so 19k
   is the largest N measurable here; 50k and 100k need a bigger machine
   (`bench-loadgen idle --n 50000`).
+- **connect**: 5,000 Socket.IO connections over WebSocket (each: TCP,
+  upgrade, Engine.IO open, Socket.IO CONNECT and its answer) from 8
+  loopback source addresses, 500 attempts in flight at once; connections
+  per second until the last is connected.
 - **fan-out**: N subscribers in one room, one publisher emitting `publish`
   with a 64-byte payload stamped with its send time; the server emits `msg`
   to the room. The rate doubles, then bisects, to find the highest rate at

@@ -11,7 +11,8 @@
 //! bench-loadgen <idle|fanout|search|echo|polling|cluster|publish> --addr 127.0.0.1:3000
 //!     (search and polling look for the highest sustainable publish rate)
 //!     [--proto sio|raw|server] [--n N] [--duration S] [--rate R] [--payload B]
-//!     [--server-pid PID] [--sources K] [--clients C] [--p99-ms L] [--trials T]
+//!     [--server-pid PID] [--sources K] [--inflight I] [--clients C] [--p99-ms L]
+//!     [--trials T]
 //! ```
 
 mod cluster;
@@ -44,6 +45,8 @@ struct Args {
     payload: usize,
     server_pid: Option<u32>,
     sources: u8,
+    /// Connection attempts in flight at once while connecting.
+    inflight: usize,
     clients: usize,
     p99_ms: f64,
     trials: usize,
@@ -104,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         payload: num("payload", "64")? as usize,
         server_pid: kv.get("server-pid").and_then(|p| p.parse().ok()),
         sources: (num("sources", "8")? as u8).clamp(1, 200),
+        inflight: (num("inflight", "256")? as usize).max(1),
         clients: num("clients", "100")? as usize,
         p99_ms: num("p99-ms", "100")?,
         trials: num("trials", "12")? as usize,
@@ -151,7 +155,7 @@ fn main() {
 /// Opens `n` connections with bounded concurrency; returns them and the
 /// connect rate.
 async fn open_many(args: &Args, n: usize, join: bool) -> Result<(Vec<Ws>, f64), String> {
-    let sem = std::sync::Arc::new(Semaphore::new(256));
+    let sem = std::sync::Arc::new(Semaphore::new(args.inflight));
     let started = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {

@@ -20,11 +20,11 @@ pub struct App {
     /// How long a plain WebSocket client has to authenticate.
     pub auth_timeout: Duration,
     /// Connection admission and rates.
-    pub limiter: Arc<Limiter>,
+    pub(crate) limiter: Arc<Limiter>,
     /// False once shutdown began.
     ready: AtomicBool,
     /// The Socket.IO server (its vocabulary is mounted by
-    /// [`crate::router::router`]).
+    /// the router, `router.rs`).
     pub io: switchboard::SocketIo,
     /// The key of the HTTP API: `api.key`, or with the development login
     /// a random one made at start (logged); `None` disables the API.
@@ -68,7 +68,7 @@ impl App {
 
     /// Admits a new client connection from `ip` (rate of handshakes,
     /// connection counts, shutdown), or says why not.
-    pub fn admit(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+    pub(crate) fn admit(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
         if !self.is_ready() {
             return Err(Refused::ShuttingDown);
         }
@@ -78,11 +78,16 @@ impl App {
 
     /// Admits a connection whose handshake was already counted against its
     /// IP's rate (a Socket.IO socket, checked at its Engine.IO handshake).
-    pub fn admit_handshaken(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+    pub(crate) fn admit_handshaken(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
         if !self.is_ready() {
             return Err(Refused::ShuttingDown);
         }
         self.limiter.admit(ip)
+    }
+
+    /// Open client connections (all protocols), as admission counts them.
+    pub fn connection_count(&self) -> usize {
+        self.limiter.connections()
     }
 
     /// Whether the server accepts connections (false once shutdown began).

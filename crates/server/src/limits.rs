@@ -20,7 +20,7 @@ const HANDSHAKE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The key per-IP limits count a client under: its IPv4 address, or its
 /// IPv6 /64.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -40,7 +40,7 @@ use crate::config::LimitsConfig;
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -49,7 +49,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
         TokenBucket {
             rate,
             burst,
@@ -59,12 +59,12 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         self.take_at(Instant::now())
     }
 
     /// [`TokenBucket::take`] at a given time (for tests).
-    pub fn take_at(&mut self, now: Instant) -> bool {
+    pub(crate) fn take_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
@@ -84,7 +84,7 @@ impl TokenBucket {
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `limits.max_connections` reached.
     #[error("the server has too many connections")]
     TooManyConnections,
@@ -101,7 +101,7 @@ pub enum Refused {
 
 impl Refused {
     /// The stable code (also the `reason` label of the refusal metric).
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Refused::TooManyConnections => "too_many_connections",
             Refused::TooManyConnectionsPerIp => "too_many_connections_per_ip",
@@ -112,7 +112,7 @@ impl Refused {
 }
 
 /// Connection admission for the whole server.
-pub struct Limiter {
+pub(crate) struct Limiter {
     config: LimitsConfig,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -120,7 +120,7 @@ pub struct Limiter {
 }
 
 /// An admitted connection; releases its place when dropped.
-pub struct Permit {
+pub(crate) struct Permit {
     limiter: Arc<Limiter>,
     ip: Option<IpAddr>,
 }
@@ -152,7 +152,7 @@ impl Drop for Permit {
 
 impl Limiter {
     /// A limiter with these limits.
-    pub fn new(config: LimitsConfig) -> Arc<Self> {
+    pub(crate) fn new(config: LimitsConfig) -> Arc<Self> {
         Arc::new(Limiter {
             config,
             total: AtomicUsize::new(0),
@@ -165,17 +165,17 @@ impl Limiter {
     }
 
     /// The limits.
-    pub fn config(&self) -> &LimitsConfig {
+    pub(crate) fn config(&self) -> &LimitsConfig {
         &self.config
     }
 
     /// Counts a handshake from `ip` against its rate.
-    pub fn handshake(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+    pub(crate) fn handshake(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         self.handshake_at(ip, Instant::now())
     }
 
     /// [`Limiter::handshake`] at a given time (for tests).
-    pub fn handshake_at(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Refused> {
+    pub(crate) fn handshake_at(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), Refused> {
         let Some(ip) = ip.map(ip_key) else {
             return Ok(());
         };
@@ -207,7 +207,7 @@ impl Limiter {
     }
 
     /// Whether one more connection from `ip` would be admitted now.
-    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+    pub(crate) fn check(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         if self.total.load(Ordering::Acquire) >= self.config.max_connections {
             return Err(Refused::TooManyConnections);
         }
@@ -221,7 +221,7 @@ impl Limiter {
     }
 
     /// Admits a connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refused> {
         let ip = ip.map(ip_key);
         let before = self.total.fetch_add(1, Ordering::AcqRel);
         if before >= self.config.max_connections {
@@ -245,14 +245,14 @@ impl Limiter {
     }
 
     /// Connections admitted and still open.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 }
 
 /// What the message rate limit says about one message of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rate {
+pub(crate) enum Rate {
     /// Within the rate.
     Allowed,
     /// Over the rate: refuse this message with an error.
@@ -264,7 +264,7 @@ pub enum Rate {
 /// The message rate of one connection: a token bucket, and the refusals
 /// since the last accepted message.
 #[derive(Debug)]
-pub struct MessageRate {
+pub(crate) struct MessageRate {
     bucket: Option<TokenBucket>,
     refused_in_a_row: u32,
     abuse_after: u32,
@@ -272,7 +272,7 @@ pub struct MessageRate {
 
 impl MessageRate {
     /// The rate for these limits (`messages_per_second = 0`: unlimited).
-    pub fn new(config: &LimitsConfig) -> Self {
+    pub(crate) fn new(config: &LimitsConfig) -> Self {
         MessageRate {
             bucket: (config.messages_per_second > 0).then(|| {
                 TokenBucket::new(
@@ -286,7 +286,7 @@ impl MessageRate {
     }
 
     /// Counts one message.
-    pub fn check(&mut self) -> Rate {
+    pub(crate) fn check(&mut self) -> Rate {
         let Some(bucket) = &mut self.bucket else {
             return Rate::Allowed;
         };

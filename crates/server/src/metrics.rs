@@ -13,10 +13,10 @@ use std::time::Duration;
 use crate::hub::Wire;
 
 /// Protocol label values, indexed by [`Wire`].
-pub const PROTOCOLS: [&str; 3] = ["socketio", "ws", "sse"];
+pub(crate) const PROTOCOLS: [&str; 3] = ["socketio", "ws", "sse"];
 
 /// Refusal reasons (label values of `switchboard_refusals_total`).
-pub const REFUSALS: [&str; 11] = [
+pub(crate) const REFUSALS: [&str; 11] = [
     "too_many_connections",
     "too_many_connections_per_ip",
     "too_many_handshakes",
@@ -47,7 +47,7 @@ impl PerWire {
 
 /// The server's metrics.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     messages_in: PerWire,
     messages_out: PerWire,
     bytes_in: PerWire,
@@ -63,47 +63,47 @@ pub struct Metrics {
 
 /// Values read from the rest of the server when scraped.
 #[derive(Debug, Default, Clone)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Open connections by protocol and transport (`(protocol, transport, n)`).
-    pub connections: Vec<(&'static str, &'static str, usize)>,
+    pub(crate) connections: Vec<(&'static str, &'static str, usize)>,
     /// Subscriptions (connection × channel) on this node.
-    pub subscriptions: usize,
+    pub(crate) subscriptions: usize,
     /// Channels with at least one subscriber on this node.
-    pub channels: usize,
+    pub(crate) channels: usize,
     /// 1 while the server accepts connections, 0 while it shuts down.
-    pub ready: bool,
+    pub(crate) ready: bool,
 }
 
 impl Metrics {
     /// A message received from a client.
-    pub fn message_in(&self, wire: Wire, bytes: usize) {
+    pub(crate) fn message_in(&self, wire: Wire, bytes: usize) {
         self.messages_in.add(wire, 1);
         self.bytes_in.add(wire, bytes as u64);
     }
 
     /// A message queued to a client.
-    pub fn message_out(&self, wire: Wire, bytes: usize) {
+    pub(crate) fn message_out(&self, wire: Wire, bytes: usize) {
         self.messages_out.add(wire, 1);
         self.bytes_out.add(wire, bytes as u64);
     }
 
     /// A connection opened.
-    pub fn connection_opened(&self, wire: Wire) {
+    pub(crate) fn connection_opened(&self, wire: Wire) {
         self.connections_total.add(wire, 1);
     }
 
     /// A client closed for not reading fast enough.
-    pub fn slow_consumer(&self, wire: Wire) {
+    pub(crate) fn slow_consumer(&self, wire: Wire) {
         self.slow_consumers.add(wire, 1);
     }
 
     /// A publication stored and handed to subscribers.
-    pub fn publication(&self) {
+    pub(crate) fn publication(&self) {
         self.publications.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Something refused, by its code (unknown codes are not counted).
-    pub fn refusal(&self, code: &str) {
+    pub(crate) fn refusal(&self, code: &str) {
         // Every token error (`token_expired`...) is an authentication refusal.
         let code = if code.starts_with("token_") {
             "unauthenticated"
@@ -117,7 +117,7 @@ impl Metrics {
 
     /// How long a publication took from its publish to being written to a
     /// client.
-    pub fn delivery_latency(&self, d: Duration) {
+    pub(crate) fn delivery_latency(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -130,7 +130,7 @@ impl Metrics {
     }
 
     /// The text exposition.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {

@@ -126,7 +126,7 @@ impl Node {
     }
 
     /// A node counting into `metrics` (shared with the rest of the server).
-    pub fn with_metrics(
+    pub(crate) fn with_metrics(
         config: Arc<Config>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, HistoryError> {
@@ -179,7 +179,7 @@ impl Node {
     }
 
     /// The metrics.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }
 

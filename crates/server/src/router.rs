@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::gateway;
 
 /// The HTTP routes of `app`, with Socket.IO mounted at `/socket.io/`.
-pub fn router(app: &Arc<App>) -> Router {
+pub(crate) fn router(app: &Arc<App>) -> Router {
     gateway::socketio::mount(&app.io, app);
     let router = Router::new()
         .route("/api/dev/token", axum::routing::post(dev_token))

@@ -52,7 +52,7 @@ fn respond(ctype: &str, etag: Option<&str>, bytes: Body) -> Response {
 }
 
 /// Serves a web file (the router's fallback): `GET /` is `index.html`.
-pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
+pub(crate) async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return StatusCode::NOT_FOUND.into_response();
     }

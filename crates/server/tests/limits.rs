@@ -353,7 +353,7 @@ async fn connections_over_the_server_limit_get_503_until_one_closes() {
         assert_refused(&a, 503, "too_many_connections");
         tokio::time::sleep(POLL).await;
     };
-    assert_eq!(app.limiter.connections(), 2);
+    assert_eq!(app.connection_count(), 2);
     drop(again);
 }
 
@@ -887,10 +887,10 @@ async fn refused_attempts_and_closed_connections_give_their_places_back() {
             "too_many_connections",
         );
     }
-    assert_eq!(app.limiter.connections(), 3);
+    assert_eq!(app.connection_count(), 3);
     open.clear();
     wait_for("every place to be given back", || {
-        app.limiter.connections() == 0
+        app.connection_count() == 0
     })
     .await;
     let text = metrics(addr).await;
@@ -1002,7 +1002,7 @@ async fn a_socket_discarded_after_the_middleware_gives_its_place_back() {
     // to take it), so one client from this address gets in again.
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            if app.limiter.connections() == 0 {
+            if app.connection_count() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -19,7 +19,7 @@ use crate::session::{self, Present, Published, Recent};
 
 /// An API error: a status and a JSON body `{code, message}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -134,7 +134,7 @@ fn channel(name: &str) -> Result<ChannelName, ApiError> {
 /// `POST /api/publish` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PublishBody {
+pub(crate) struct PublishBody {
     channel: String,
     data: Value,
     #[serde(default)]
@@ -143,7 +143,7 @@ pub struct PublishBody {
 
 /// Publishes to one channel; a retry with the same `idempotency_key` is
 /// stored once.
-pub async fn publish(
+pub(crate) async fn publish(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Json<PublishBody>, JsonRejection>,
@@ -171,13 +171,13 @@ pub async fn publish(
 /// `POST /api/broadcast` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BroadcastBody {
+pub(crate) struct BroadcastBody {
     channels: Vec<String>,
     data: Value,
 }
 
 /// Publishes the same data to several channels; each gets its own result.
-pub async fn broadcast(
+pub(crate) async fn broadcast(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Json<BroadcastBody>, JsonRejection>,
@@ -222,14 +222,14 @@ pub async fn broadcast(
 
 /// Query of the per-channel reads.
 #[derive(Debug, Deserialize)]
-pub struct ChannelQuery {
+pub(crate) struct ChannelQuery {
     channel: String,
     #[serde(default)]
     limit: Option<usize>,
 }
 
 /// Who is present in a channel.
-pub async fn presence(
+pub(crate) async fn presence(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     q: Result<Query<ChannelQuery>, QueryRejection>,
@@ -253,7 +253,7 @@ pub async fn presence(
 }
 
 /// The last publications of a channel.
-pub async fn history(
+pub(crate) async fn history(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     q: Result<Query<ChannelQuery>, QueryRejection>,
@@ -283,7 +283,7 @@ pub async fn history(
 }
 
 /// Channels with subscribers on this node, and how many.
-pub async fn channels(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(crate) async fn channels(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
         return r.into_response();
     }
@@ -300,14 +300,14 @@ pub async fn channels(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
 /// `POST /api/disconnect` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DisconnectBody {
+pub(crate) struct DisconnectBody {
     user: String,
 }
 
 /// Disconnects every connection of a user on this node, on every protocol
 /// (Socket.IO `disconnect`, WebSocket close 4001, SSE `disconnect` event
 /// then the end of the stream).
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Json<DisconnectBody>, JsonRejection>,
@@ -328,7 +328,7 @@ pub async fn disconnect(
 }
 
 /// About this node.
-pub async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub(crate) async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
         return r.into_response();
     }
@@ -342,7 +342,7 @@ pub async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 /// The OpenAPI document.
-pub async fn openapi() -> Response {
+pub(crate) async fn openapi() -> Response {
     Json(openapi_document()).into_response()
 }
 

@@ -7,17 +7,17 @@ use std::sync::Arc;
 /// extensions: a streaming response (SSE) whose client stopped reading
 /// uses it to drop the connection, since its body is no longer polled.
 #[derive(Clone, Default)]
-pub struct ConnectionControl(Arc<tokio::sync::Notify>);
+pub(crate) struct ConnectionControl(Arc<tokio::sync::Notify>);
 
 impl ConnectionControl {
     /// Closes the connection now (what is buffered is dropped).
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         self.0.notify_one();
     }
 
     /// Resolves once [`ConnectionControl::abort`] was called (by the
     /// listener, which then drops the connection).
-    pub async fn aborted(&self) {
+    pub(crate) async fn aborted(&self) {
         self.0.notified().await;
     }
 }

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::metrics::{Gauges, PROTOCOLS};
 
 /// `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     let hub = app.node.hub();
     let channels = hub.channels();
     let gauges = Gauges {
@@ -34,13 +34,13 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /healthz`: 200 while the process serves requests.
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: 200 when the server accepts clients and its storage
 /// answers; 503 during shutdown or when the storage fails.
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if !app.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -22,12 +22,12 @@ use http::StatusCode;
 use crate::app::App;
 use crate::limits::Refused;
 
-pub mod api;
-pub mod control;
-pub mod health;
-pub mod socketio;
-pub mod sse;
-pub mod ws;
+pub(crate) mod api;
+pub(crate) mod control;
+pub(crate) mod health;
+pub(crate) mod socketio;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
 /// The client's IP address, from the listener's tag on the request.
 pub(crate) fn peer_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {

@@ -123,7 +123,7 @@ fn arg_json(event: &Event) -> Value {
 type Permits = Arc<Mutex<HashMap<switchboard::Sid, Permit>>>;
 
 /// Registers the vocabulary on `io`'s main namespace.
-pub fn mount(io: &SocketIo, app: &Arc<App>) {
+pub(crate) fn mount(io: &SocketIo, app: &Arc<App>) {
     let auth_app = Arc::clone(app);
     let permits: Permits = Arc::default();
     let mw_permits = Arc::clone(&permits);

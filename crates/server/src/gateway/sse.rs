@@ -27,7 +27,7 @@ use crate::node::NodeError;
 use crate::wire::sse::{self, Positions};
 
 /// Interval of heartbeat comments.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -211,7 +211,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Opens an event stream.
-pub async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
+pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
     // The checks run in the session's order (crate::session): the
     // token, then the arguments, then the cap, then the channels' rules.
     let identity = match token(&req) {

@@ -41,10 +41,10 @@ use crate::wire::json::{self, ClientMessage, ClientType, JsonError};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close code asking a client not to reconnect on its own: a backend
 /// disconnected its user through the HTTP API.
-pub const CLOSE_DISCONNECTED: u16 = 4001;
+pub(crate) const CLOSE_DISCONNECTED: u16 = 4001;
 
 /// Accepts the WebSocket upgrade and runs the connection.
-pub async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response {
+pub(crate) async fn handler(State(app): State<Arc<App>>, mut req: Request) -> Response {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let upgrade = req
         .headers()

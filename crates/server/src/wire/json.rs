@@ -12,7 +12,7 @@ use crate::hub::Delivery;
 /// What a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientType {
+pub(crate) enum ClientType {
     /// `{token}`: authenticate (the only request besides `ping` accepted
     /// before authentication).
     Auth,
@@ -33,24 +33,24 @@ pub enum ClientType {
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClientMessage {
+pub(crate) struct ClientMessage {
     /// What is asked.
     #[serde(rename = "type")]
-    pub kind: ClientType,
+    pub(crate) kind: ClientType,
     /// Its parameters.
     #[serde(default)]
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// Correlates the answer (number or string).
     #[serde(default)]
-    pub id: Option<Value>,
+    pub(crate) id: Option<Value>,
     /// The client's clock, informational.
     #[serde(default)]
-    pub timestamp: Option<Value>,
+    pub(crate) timestamp: Option<Value>,
 }
 
 /// Why a text message is not a valid request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JsonError {
+pub(crate) enum JsonError {
     /// Not JSON at all (closes the connection with 1003).
     #[error("invalid JSON")]
     InvalidJson,
@@ -60,24 +60,24 @@ pub enum JsonError {
 }
 
 /// Parses one client text message.
-pub fn parse(text: &str) -> Result<ClientMessage, JsonError> {
+pub(crate) fn parse(text: &str) -> Result<ClientMessage, JsonError> {
     let value: Value = serde_json::from_str(text).map_err(|_| JsonError::InvalidJson)?;
     serde_json::from_value(value).map_err(|e| JsonError::BadRequest(e.to_string()))
 }
 
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerMessage<'a> {
+pub(crate) struct ServerMessage<'a> {
     /// `ack`, `error`, `message`, `pong`, `join`, `leave`.
     #[serde(rename = "type")]
-    pub kind: &'a str,
+    pub(crate) kind: &'a str,
     /// Its content.
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// The id of the request this answers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<Value>,
+    pub(crate) id: Option<Value>,
     /// Server time, milliseconds since the epoch.
-    pub timestamp: u64,
+    pub(crate) timestamp: u64,
 }
 
 fn now_ms() -> u64 {
@@ -85,12 +85,12 @@ fn now_ms() -> u64 {
 }
 
 /// An `ack` answering request `id`.
-pub fn ack(id: Option<Value>, payload: Value) -> String {
+pub(crate) fn ack(id: Option<Value>, payload: Value) -> String {
     encode("ack", payload, id)
 }
 
 /// An `error` `{code, message}` answering request `id`.
-pub fn error(id: Option<Value>, code: &str, message: &str) -> String {
+pub(crate) fn error(id: Option<Value>, code: &str, message: &str) -> String {
     encode(
         "error",
         serde_json::json!({ "code": code, "message": message }),
@@ -99,7 +99,7 @@ pub fn error(id: Option<Value>, code: &str, message: &str) -> String {
 }
 
 /// Any server message.
-pub fn encode(kind: &str, payload: Value, id: Option<Value>) -> String {
+pub(crate) fn encode(kind: &str, payload: Value, id: Option<Value>) -> String {
     serde_json::to_string(&ServerMessage {
         kind,
         payload,
@@ -110,7 +110,7 @@ pub fn encode(kind: &str, payload: Value, id: Option<Value>) -> String {
 }
 
 /// A publication as pushed to subscribers (encoded once per delivery).
-pub fn publication(d: &Delivery) -> Vec<u8> {
+pub(crate) fn publication(d: &Delivery) -> Vec<u8> {
     encode("message", d.body(), None).into_bytes()
 }
 

@@ -2,5 +2,5 @@
 //! WebSocket JSON messages and Server-Sent Events. Socket.IO's wire format
 //! is the library's.
 
-pub mod json;
-pub mod sse;
+pub(crate) mod json;
+pub(crate) mod sse;

@@ -13,13 +13,13 @@ use crate::hub::Delivery;
 
 /// The comment line sent as a heartbeat (keeps proxies from closing an idle
 /// stream).
-pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+pub(crate) const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
 /// Positions of a stream's channels, as carried by event ids.
-pub type Positions = BTreeMap<ChannelName, StreamPosition>;
+pub(crate) type Positions = BTreeMap<ChannelName, StreamPosition>;
 
 /// Formats positions as an event id.
-pub fn format_id(positions: &Positions) -> String {
+pub(crate) fn format_id(positions: &Positions) -> String {
     positions
         .iter()
         .map(|(c, p)| format!("{c}~{}~{}", p.epoch, p.offset))
@@ -29,7 +29,7 @@ pub fn format_id(positions: &Positions) -> String {
 
 /// Parses a `Last-Event-ID`; parts that do not parse are ignored (that
 /// channel then starts from now, and says it was not recovered).
-pub fn parse_id(id: &str) -> Positions {
+pub(crate) fn parse_id(id: &str) -> Positions {
     id.split(',')
         .filter_map(|part| {
             let mut it = part.rsplitn(3, '~');
@@ -42,7 +42,7 @@ pub fn parse_id(id: &str) -> Positions {
 }
 
 /// One event: `id:`, `event:`, and `data:` lines (data is one JSON line).
-pub fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
     if let Some(id) = id {
         out.extend_from_slice(b"id: ");
@@ -66,7 +66,7 @@ pub fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
 
 /// The `data:` JSON of a publication (shared by every SSE stream; each
 /// stream adds its own `id:`).
-pub fn publication_data(d: &Delivery) -> Vec<u8> {
+pub(crate) fn publication_data(d: &Delivery) -> Vec<u8> {
     d.body().to_string().into_bytes()
 }
 
