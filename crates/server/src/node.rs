@@ -8,7 +8,7 @@ use crate::auth::Identity;
 use crate::channel::{ChannelName, HistoryStorage, Policy};
 use crate::config::Config;
 use crate::history::{
-    AppendOptions, Appended, History, HistoryError, MemoryHistory, Publication, Recovery,
+    AppendOptions, Appended, History, HistoryError, MemoryHistory, Payload, Publication, Recovery,
     SqliteHistory, StreamPosition,
 };
 use crate::hub::{Delivery, Hub, Signal, SignalKind, Subscriber};
@@ -244,7 +244,10 @@ impl Node {
                 user.map(str::to_owned)
             }
         };
-        let size = data.to_string().len();
+        // Serialized once: the size check, the database and every
+        // protocol's encoding share this text.
+        let data = Payload::from_value(&data);
+        let size = data.len();
         if size > policy.max_message_size {
             return Err(NodeError::TooLarge {
                 max: policy.max_message_size,

@@ -29,7 +29,12 @@ async fn behaves(h: &dyn History) {
     let mut epoch = String::new();
     for i in 1..=10u64 {
         let a = h
-            .append(&ch, json!({ "n": i }), Some("u1".into()), &opts(5, None))
+            .append(
+                &ch,
+                json!({ "n": i }).into(),
+                Some("u1".into()),
+                &opts(5, None),
+            )
             .await
             .unwrap();
         assert_eq!(a.publication.offset, i, "offsets are consecutive");
@@ -38,7 +43,7 @@ async fn behaves(h: &dyn History) {
     }
     // Channels are independent streams.
     let o = h
-        .append(&other, json!("x"), None, &opts(5, None))
+        .append(&other, json!("x").into(), None, &opts(5, None))
         .await
         .unwrap();
     assert_eq!(o.publication.offset, 1);
@@ -53,7 +58,7 @@ async fn behaves(h: &dyn History) {
                 p.iter().map(|p| p.offset).collect::<Vec<_>>(),
                 vec![8, 9, 10]
             );
-            assert_eq!(p[0].data, json!({ "n": 8 }));
+            assert_eq!(p[0].data, json!({ "n": 8 }).into());
             assert_eq!(p[0].from.as_deref(), Some("u1"));
         }
         other => panic!("expected recovery, got {other:?}"),
@@ -87,11 +92,11 @@ async fn behaves(h: &dyn History) {
 
     // A retried publish with the same key is stored once.
     let a = h
-        .append(&ch, json!("once"), None, &opts(5, Some("k")))
+        .append(&ch, json!("once").into(), None, &opts(5, Some("k")))
         .await
         .unwrap();
     let b = h
-        .append(&ch, json!("once"), None, &opts(5, Some("k")))
+        .append(&ch, json!("once").into(), None, &opts(5, Some("k")))
         .await
         .unwrap();
     assert!(!a.duplicate && b.duplicate);
@@ -119,7 +124,12 @@ async fn sqlite_history_survives_a_reopen() {
         let mut epoch = String::new();
         for i in 1..=3 {
             epoch = h
-                .append(&ch, json!(i), None, &opts(10, Some(&format!("k{i}"))))
+                .append(
+                    &ch,
+                    json!(i).into(),
+                    None,
+                    &opts(10, Some(&format!("k{i}"))),
+                )
                 .await
                 .unwrap()
                 .epoch;
@@ -147,12 +157,12 @@ async fn sqlite_history_survives_a_reopen() {
     assert!(matches!(resumed, Recovery::Recovered(p) if p.len() == 2));
     // Idempotency keys survive too.
     let again = h
-        .append(&ch, json!(3), None, &opts(10, Some("k3")))
+        .append(&ch, json!(3).into(), None, &opts(10, Some("k3")))
         .await
         .unwrap();
     assert!(again.duplicate);
     let next = h
-        .append(&ch, json!(4), None, &opts(10, None))
+        .append(&ch, json!(4).into(), None, &opts(10, None))
         .await
         .unwrap();
     assert_eq!(next.publication.offset, 4);
@@ -167,7 +177,7 @@ async fn unknown_channels_read_as_empty(h: &dyn History) {
     assert!(items.is_empty());
     assert_eq!(before.offset, 0);
     let a = h
-        .append(&ch, json!(1), None, &opts(10, None))
+        .append(&ch, json!(1).into(), None, &opts(10, None))
         .await
         .unwrap();
     assert_eq!(a.epoch, before.epoch, "the read epoch is the stream's");
@@ -205,7 +215,7 @@ async fn sqlite_history_forgets_idempotency_keys_past_their_memory() {
     let ch = ChannelName::parse("chat:lobby").unwrap();
     let h = SqliteHistory::open(&path).unwrap();
     let first = h
-        .append(&ch, json!("a"), None, &opts(10, Some("k")))
+        .append(&ch, json!("a").into(), None, &opts(10, Some("k")))
         .await
         .unwrap();
     assert!(!first.duplicate);
@@ -216,14 +226,14 @@ async fn sqlite_history_forgets_idempotency_keys_past_their_memory() {
         .unwrap();
     // A forgotten key stores a new publication...
     let again = h
-        .append(&ch, json!("b"), None, &opts(10, Some("k")))
+        .append(&ch, json!("b").into(), None, &opts(10, Some("k")))
         .await
         .unwrap();
     assert!(!again.duplicate);
     assert_eq!(again.publication.offset, 2);
     // ... which the key now names.
     let retry = h
-        .append(&ch, json!("b"), None, &opts(10, Some("k")))
+        .append(&ch, json!("b").into(), None, &opts(10, Some("k")))
         .await
         .unwrap();
     assert!(retry.duplicate);

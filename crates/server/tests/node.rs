@@ -26,7 +26,7 @@ impl Subscriber for Recorder {
         self.got.lock().unwrap().push((
             d.channel.to_string(),
             d.publication.offset,
-            d.publication.data.clone(),
+            d.publication.data.to_value(),
         ));
         true
     }

@@ -8,8 +8,10 @@
 //! memory and [`SqliteHistory`] in the embedded database (a Redis one for
 //! clusters will sit beside them).
 
+mod payload;
 mod sqlite;
 
+pub use payload::Payload;
 pub use sqlite::SqliteHistory;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +37,8 @@ pub struct StreamPosition {
 pub struct Publication {
     /// Its offset in the channel (1, 2, 3...).
     pub offset: u64,
-    /// The published JSON.
-    pub data: serde_json::Value,
+    /// The published JSON, serialized once.
+    pub data: Payload,
     /// Who published it (user id), when known.
     pub from: Option<String>,
     /// When it was published, in milliseconds since the epoch.
@@ -102,7 +104,7 @@ pub trait History: Send + Sync + 'static {
     async fn append(
         &self,
         channel: &ChannelName,
-        data: serde_json::Value,
+        data: Payload,
         from: Option<String>,
         opts: &AppendOptions,
     ) -> Result<Appended, HistoryError> {
@@ -118,7 +120,7 @@ pub trait History: Send + Sync + 'static {
     async fn append_then(
         &self,
         channel: &ChannelName,
-        data: serde_json::Value,
+        data: Payload,
         from: Option<String>,
         opts: &AppendOptions,
         then: Stored,
@@ -221,7 +223,7 @@ impl MemoryHistory {
     /// Appends to a stream (under its lock).
     fn append_to(
         s: &mut Stream,
-        data: serde_json::Value,
+        data: Payload,
         from: Option<String>,
         opts: &AppendOptions,
     ) -> Appended {
@@ -292,7 +294,7 @@ impl History for MemoryHistory {
     async fn append_then(
         &self,
         channel: &ChannelName,
-        data: serde_json::Value,
+        data: Payload,
         from: Option<String>,
         opts: &AppendOptions,
         then: Stored,
@@ -381,14 +383,14 @@ mod tests {
     fn offsets_are_monotonic_and_resume_has_no_gap_or_duplicate() {
         let h = MemoryHistory::default();
         let ch = ChannelName::parse("chat:lobby").unwrap();
-        let first = block_on(h.append(&ch, json!(1), None, &opts(100))).unwrap();
+        let first = block_on(h.append(&ch, json!(1).into(), None, &opts(100))).unwrap();
         assert_eq!(first.publication.offset, 1);
         let seen = StreamPosition {
             offset: 1,
             epoch: first.epoch.clone(),
         };
         for i in 2..=5 {
-            let a = block_on(h.append(&ch, json!(i), None, &opts(100))).unwrap();
+            let a = block_on(h.append(&ch, json!(i).into(), None, &opts(100))).unwrap();
             assert_eq!(a.publication.offset, i);
         }
         match block_on(h.since(&ch, &seen, None)).unwrap() {
@@ -416,7 +418,7 @@ mod tests {
         let ch = ChannelName::parse("chat:lobby").unwrap();
         let mut epoch = String::new();
         for i in 1..=10 {
-            epoch = block_on(h.append(&ch, json!(i), None, &opts(3)))
+            epoch = block_on(h.append(&ch, json!(i).into(), None, &opts(3)))
                 .unwrap()
                 .epoch;
         }
@@ -467,8 +469,8 @@ mod tests {
             idempotency_key: Some("k1".into()),
             ..AppendOptions::default()
         };
-        let a = block_on(h.append(&ch, json!("x"), None, &with_key)).unwrap();
-        let b = block_on(h.append(&ch, json!("x"), None, &with_key)).unwrap();
+        let a = block_on(h.append(&ch, json!("x").into(), None, &with_key)).unwrap();
+        let b = block_on(h.append(&ch, json!("x").into(), None, &with_key)).unwrap();
         assert!(!a.duplicate && b.duplicate);
         assert_eq!(a.publication.offset, b.publication.offset);
         let (all, pos) = block_on(h.latest(&ch, 10, None)).unwrap();

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Publication, Recovery, Stored,
-    StreamPosition, new_epoch, now_ms,
+    AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Payload, Publication, Recovery,
+    Stored, StreamPosition, new_epoch, now_ms,
 };
 use crate::channel::ChannelName;
 
@@ -67,7 +67,7 @@ const GROUP_MAX: usize = 512;
 /// One append waiting for the writer.
 struct AppendJob {
     channel: String,
-    data: serde_json::Value,
+    data: Payload,
     from: Option<String>,
     opts: AppendOptions,
     then: Stored,
@@ -179,7 +179,8 @@ fn publication(r: &rusqlite::Row<'_>) -> Result<Publication, rusqlite::Error> {
     let data: String = r.get(1)?;
     Ok(Publication {
         offset: r.get::<_, i64>(0)? as u64,
-        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        data: Payload::from_json(data)
+            .unwrap_or_else(|| Payload::from_value(&serde_json::Value::Null)),
         from: r.get(2)?,
         time_ms: r.get::<_, i64>(3)? as u64,
     })
@@ -225,7 +226,7 @@ fn commit_group(
     let mut results = Vec::with_capacity(group.len());
     for job in group.iter_mut() {
         let one = tx.savepoint().and_then(|sp| {
-            let data = std::mem::take(&mut job.data);
+            let data = job.data.clone();
             let appended = append_one(&sp, epoch, &job.channel, data, job.from.take(), &job.opts)?;
             sp.commit()?;
             Ok(appended)
@@ -243,7 +244,7 @@ fn append_one(
     tx: &Connection,
     db_epoch: &str,
     channel: &str,
-    data: serde_json::Value,
+    data: Payload,
     from: Option<String>,
     opts: &AppendOptions,
 ) -> Result<Appended, rusqlite::Error> {
@@ -271,7 +272,7 @@ fn append_one(
     }
     prune(tx, channel, opts.ttl)?;
     let offset = top + 1;
-    let text = data.to_string();
+    let text = data.as_str();
     if opts.size > 0 {
         tx.prepare_cached("INSERT INTO publications (channel, offset, data, sender, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![channel, offset as i64, text, from, now as i64])?;
@@ -301,7 +302,7 @@ impl History for SqliteHistory {
     async fn append_then(
         &self,
         channel: &ChannelName,
-        data: serde_json::Value,
+        data: Payload,
         from: Option<String>,
         opts: &AppendOptions,
         then: Stored,

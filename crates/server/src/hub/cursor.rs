@@ -142,7 +142,7 @@ mod tests {
             "e".into(),
             Publication {
                 offset,
-                data: serde_json::json!(offset),
+                data: serde_json::json!(offset).into(),
                 from: None,
                 time_ms: 0,
             },

@@ -27,6 +27,16 @@ pub struct Delivery {
     encodings: [OnceLock<Encoded>; 3],
 }
 
+/// A delivery's body: `{channel, offset, epoch, data, from}`.
+#[derive(Debug, serde::Serialize)]
+pub struct DeliveryBody<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    data: &'a crate::history::Payload,
+    from: Option<&'a str>,
+}
+
 /// The wire protocols a delivery can be encoded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -55,15 +65,16 @@ impl Delivery {
     }
 
     /// The publication as every protocol carries it:
-    /// `{channel, offset, epoch, data, from}`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "channel": self.channel.as_str(),
-            "offset": self.publication.offset,
-            "epoch": self.epoch,
-            "data": self.publication.data,
-            "from": self.publication.from,
-        })
+    /// `{channel, offset, epoch, data, from}` (the data's JSON text is
+    /// copied as it is, not serialized again).
+    pub fn body(&self) -> DeliveryBody<'_> {
+        DeliveryBody {
+            channel: self.channel.as_str(),
+            offset: self.publication.offset,
+            epoch: &self.epoch,
+            data: &self.publication.data,
+            from: self.publication.from.as_deref(),
+        }
     }
 
     /// Whether its delivery latency is measured: one publication in

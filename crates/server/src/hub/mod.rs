@@ -266,7 +266,7 @@ mod tests {
             "e1".into(),
             Publication {
                 offset: 1,
-                data: serde_json::json!("hi"),
+                data: serde_json::json!("hi").into(),
                 from: None,
                 time_ms: 0,
             },

@@ -67,12 +67,12 @@ pub(crate) fn parse(text: &str) -> Result<ClientMessage, JsonError> {
 
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct ServerMessage<'a> {
+pub(crate) struct ServerMessage<'a, P = Value> {
     /// `ack`, `error`, `message`, `pong`, `join`, `leave`.
     #[serde(rename = "type")]
     pub(crate) kind: &'a str,
     /// Its content.
-    pub(crate) payload: Value,
+    pub(crate) payload: P,
     /// The id of the request this answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) id: Option<Value>,
@@ -111,7 +111,13 @@ pub(crate) fn encode(kind: &str, payload: Value, id: Option<Value>) -> String {
 
 /// A publication as pushed to subscribers (encoded once per delivery).
 pub(crate) fn publication(d: &Delivery) -> Vec<u8> {
-    encode("message", d.body(), None).into_bytes()
+    serde_json::to_vec(&ServerMessage {
+        kind: "message",
+        payload: d.body(),
+        id: None,
+        timestamp: now_ms(),
+    })
+    .expect("JSON values serialize")
 }
 
 #[cfg(test)]
@@ -162,7 +168,7 @@ mod tests {
             "e1".into(),
             Publication {
                 offset: 4,
-                data: json!({"text": "hi"}),
+                data: json!({"text": "hi"}).into(),
                 from: Some("ada".into()),
                 time_ms: 1,
             },

@@ -67,7 +67,7 @@ pub(crate) fn event(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
 /// The `data:` JSON of a publication (shared by every SSE stream; each
 /// stream adds its own `id:`).
 pub(crate) fn publication_data(d: &Delivery) -> Vec<u8> {
-    d.body().to_string().into_bytes()
+    serde_json::to_vec(&d.body()).expect("JSON values serialize")
 }
 
 #[cfg(test)]
