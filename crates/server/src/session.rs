@@ -438,3 +438,61 @@ impl Session {
         }
     }
 }
+
+/// The checks of an SSE stream, which subscribes to its channels when it
+/// opens (it sends no commands): the session's rules in the session's
+/// order. The token (if any), then the channels (at least one, each a
+/// valid name; repeats count once), then the cap, then every channel's
+/// rules, all before anything is subscribed, so a refused stream leaves no
+/// trace. An anonymous stream refused a channel that needs a user gets
+/// `token_missing`.
+pub(crate) fn open_stream(
+    app: &App,
+    token: Option<&str>,
+    names: &[String],
+) -> Result<(Option<Identity>, Vec<ChannelName>), Refusal> {
+    let metrics = app.node.metrics();
+    let refuse = |code: &'static str, message: String| {
+        metrics.refusal(code);
+        Refusal { code, message }
+    };
+    let identity = match token {
+        Some(t) => Some(
+            app.verifier
+                .verify(t)
+                .map_err(|e| refuse(e.code(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    if names.is_empty() {
+        return Err(refuse(
+            "bad_request",
+            "at least one channel parameter is required".into(),
+        ));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    for name in names {
+        let channel =
+            ChannelName::parse(name).map_err(|e| refuse("bad_request", format!("{name}: {e}")))?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    let max = app.limits().max_subscriptions;
+    if channels.len() > max {
+        return Err(refuse(
+            "too_many_subscriptions",
+            format!("at most {max} channels per stream"),
+        ));
+    }
+    for channel in &channels {
+        if let Err(e) = app.node.may_subscribe(channel, identity.as_ref()) {
+            let code = match (&e, &identity) {
+                (NodeError::UnknownNamespace, _) | (_, Some(_)) => e.code(),
+                (_, None) => crate::auth::AuthError::Missing.code(),
+            };
+            return Err(refuse(code, format!("{channel}: {e}")));
+        }
+    }
+    Ok((identity, channels))
+}

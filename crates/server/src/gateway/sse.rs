@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 
 use super::{Out, Push, SendQueue};
 use crate::app::App;
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::hub::{CloseReason, Cursor, Delivery, Signal, Subscriber, Wire};
 use crate::limits::Permit;
-use crate::node::NodeError;
+use crate::session::open_stream;
 use crate::wire::sse::{self, Positions};
 
 /// Interval of heartbeat comments.
@@ -212,62 +212,20 @@ fn percent_decode(s: &str) -> String {
 
 /// Opens an event stream.
 pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
-    // The checks run in the session's order (crate::session): the
-    // token, then the arguments, then the cap, then the channels' rules.
-    let identity = match token(&req) {
-        Some(t) => match app.verifier.verify(&t) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                app.node.metrics().refusal("unauthenticated");
-                return error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
-            }
-        },
-        None => None,
-    };
+    // The rules are the session's (crate::session::open_stream); this only
+    // maps a refusal to its HTTP status.
     let names = query_values(&req, "channel");
-    if names.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "at least one channel parameter is required",
-        );
-    }
-    let mut channels = Vec::new();
-    for name in &names {
-        match ChannelName::parse(name) {
-            Ok(c) if !channels.contains(&c) => channels.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("{name}: {e}"),
-                );
-            }
-        }
-    }
-    let max = app.limits().max_subscriptions;
-    if channels.len() > max {
-        app.node.metrics().refusal("too_many_subscriptions");
-        return error(
-            StatusCode::BAD_REQUEST,
-            "too_many_subscriptions",
-            &format!("at most {max} channels per stream"),
-        );
-    }
-    // Every channel is checked before anything is subscribed: a refused
-    // stream leaves no trace (no join and leave for the others to see).
-    for channel in &channels {
-        if let Err(e) = app.node.may_subscribe(channel, identity.as_ref()) {
-            let (status, code) = match (&e, &identity) {
-                (NodeError::UnknownNamespace, _) => (StatusCode::BAD_REQUEST, e.code()),
-                (_, None) => (StatusCode::UNAUTHORIZED, AuthError::Missing.code()),
-                (_, Some(_)) => (StatusCode::FORBIDDEN, e.code()),
+    let (identity, channels) = match open_stream(&app, token(&req).as_deref(), &names) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let status = match refusal.code {
+                "forbidden" => StatusCode::FORBIDDEN,
+                code if code.starts_with("token_") => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
             };
-            app.node.metrics().refusal(code);
-            return error(status, code, &format!("{channel}: {e}"));
+            return error(status, refusal.code, &refusal.message);
         }
-    }
+    };
     let permit = match app.admit(super::peer_ip(&req)) {
         Ok(p) => p,
         Err(why) => return super::refused(&app, why),
