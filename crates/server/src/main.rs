@@ -157,7 +157,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(switchboard_server::server::tls_acceptor(cert, key)?),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = listen(&addr)
         .await
         .with_context(|| format!("cannot listen on {}:{}", addr.0, addr.1))?;
     let local = listener.local_addr()?;
@@ -189,4 +189,32 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// How many connections the kernel may hold for the server before it
+/// accepts them. Tokio's default (128) overflows when a few hundred
+/// clients connect at once (reconnection storms, load balancers): the
+/// kernel then drops their SYNs and each retries a second later.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Listens on the first address `addr` resolves to, with
+/// [`LISTEN_BACKLOG`].
+async fn listen(addr: &(String, u16)) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host((addr.0.as_str(), addr.1)).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(resolved)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
 }
