@@ -295,20 +295,29 @@ NOTES = """
   Node socket.io from 200/s.
 - **Idle**: RSS growth over the whole process divided by N, allocator
   effects included; the raw baseline keeps a socket and a few bytes.
-- **switchboard server**: each delivery goes through the subscription's
-  resume cursor (a lock, so a replay and live traffic never interleave),
-  counts in the metrics (including a clock read for the latency
-  histogram), and is emitted socket by socket, where the library's room
-  broadcast skips all of that, hence the gap. A first profile
-  (`perf record -g`, 500 publishes/s to 1k subscribers, core saturated
-  near 500k deliveries/s) showed the session queue push at 13% and a
-  per-delivery lookup of the cursor at 12%, plus an allocation per
-  delivery; both were removed (the hub keeps each subscription's cursor,
-  encodings are shared `Bytes`), which moved the figures from 397k to
-  695k (1k) and from 451k to 667k (10k). At 1k subscribers the p99 bound
-  (100 ms) is reached first. An idle server connection also carries its
-  subscriber, its registration and its handlers (about 2 KiB more than
-  the library's).
+- **switchboard server** (run of 2026-12-01 14:35-15:20 UTC, three runs
+  each, library and socketioxide in the same run; the other servers'
+  figures are from the earlier full run on another machine): fan-out
+  4.34M deliveries/s at 1k subscribers (the library 3.18M-5.88M in the
+  same run, bimodal) and 1.93M at 10k (the library 2.71M: 0.71x). What
+  closed the gap (from 695k/667k): on one core the server runs a
+  single-threaded runtime (`server.workers`; the multi-threaded one added
+  a second thread for the accept loop and cross-thread wake-ups: 0.99M ->
+  2.76M at 1k alone); a channel's subscribers are read from a shared
+  snapshot; a live delivery passes its resume cursor with atomics, not a
+  lock; the latency histogram is sampled (one publication in 16), so no
+  clock is read per delivery; the encoded bytes are moved into the send
+  queue without extra reference counts. What remains per delivery is the
+  engine's, as in the library. Idle: 8.6 KiB per connection (the
+  library's 7.4 KiB plus the session, the hub registration and the
+  handlers). Connect rate (500 attempts in flight): 16.9k/s against the
+  library's 28.8k/s (0.59x): the server had listened with tokio's
+  backlog of 128, which overflowed (`nstat TcpExtListenOverflows`), so
+  SYNs were dropped and clients retried a second later (4.7k/s, the core
+  idle most of the time); with a backlog of 1,024 the core is busy, 59%
+  in the kernel (sockets, wake-ups) and the rest spread over the
+  allocator, the middleware and the registrations: no single cost
+  stands out.
 """
 
 
@@ -411,7 +420,12 @@ nothing worth reading.
 
 {chr(10).join(lines)}
 
-### Against the targets (medians, same run)
+### Against the targets (medians)
+
+Each figure comes from the run that last measured that scenario and
+server (`bench/last-run.json`); after a partial run two servers of one
+ratio may come from different runs, which the reading says where it
+matters.
 
 | target | measured |
 |---|---|
