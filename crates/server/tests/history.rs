@@ -1,5 +1,7 @@
-//! The same history behaviour from every implementation, and persistence of
-//! the embedded-database one across a reopen.
+//! The same history behaviour from every implementation, persistence of
+//! the embedded-database one across a reopen, and the Redis one shared by
+//! several nodes (against the Redis at `REDIS_URL`, default
+//! 127.0.0.1:6379, each test under a prefix of its own).
 
 mod common;
 
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::json;
 use switchboard_server::channel::ChannelName;
 use switchboard_server::history::{
-    AppendOptions, History, MemoryHistory, Recovery, SqliteHistory, StreamPosition,
+    AppendOptions, History, MemoryHistory, Recovery, RedisHistory, SqliteHistory, StreamPosition,
 };
 
 fn temp_db(name: &str) -> PathBuf {
@@ -238,4 +240,133 @@ async fn sqlite_history_forgets_idempotency_keys_past_their_memory() {
         .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.publication.offset, 2);
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A prefix no other run uses.
+fn redis_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("sbtest-{name}-{}-{nanos}", std::process::id())
+}
+
+/// Deletes every key under `prefix`.
+async fn forget(prefix: &str) {
+    let link = switchboard_redis::RedisLink::connect(&redis_url())
+        .await
+        .unwrap();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = link
+            .query(
+                switchboard_redis::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}:*"))
+                    .arg("COUNT")
+                    .arg(1000),
+            )
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: u64 = link
+                .query(switchboard_redis::redis::cmd("DEL").arg(&keys))
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+async fn redis_history(prefix: &str) -> RedisHistory {
+    let link = switchboard_redis::RedisLink::connect(&redis_url())
+        .await
+        .expect("a Redis at REDIS_URL");
+    RedisHistory::open(link, prefix).await.unwrap()
+}
+
+#[tokio::test]
+async fn redis_history_behaves() {
+    let (prefix, empty) = (redis_prefix("behaves"), redis_prefix("unknown"));
+    behaves(&redis_history(&prefix).await).await;
+    unknown_channels_read_as_empty(&redis_history(&empty).await).await;
+    forget(&prefix).await;
+    forget(&empty).await;
+}
+
+/// Two nodes on one Redis share a channel's stream: offsets are allocated
+/// once across both, a position given by one is resumed on the other, an
+/// idempotency key seen by one is honoured by the other, and each node's
+/// follow-ups (its fan-out) run in offset order under concurrent appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_history_is_shared_by_nodes() {
+    let prefix = redis_prefix("nodes");
+    let (a, b) = (
+        std::sync::Arc::new(redis_history(&prefix).await),
+        std::sync::Arc::new(redis_history(&prefix).await),
+    );
+    let ch = ChannelName::parse("chat:shared").unwrap();
+    let mut tasks = Vec::new();
+    for (n, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let (node, ch) = (std::sync::Arc::clone(node), ch.clone());
+        tasks.push(tokio::spawn(async move {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            for i in 0..25 {
+                let seen2 = std::sync::Arc::clone(&seen);
+                node.append_then(
+                    &ch,
+                    json!({ "task": n, "i": i }).into(),
+                    None,
+                    &opts(1000, None),
+                    Box::new(move |ap| seen2.lock().unwrap().push(ap.publication.offset)),
+                )
+                .await
+                .unwrap();
+            }
+            seen.lock().unwrap().clone()
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<u64>>(), "each offset once");
+
+    // A position from node a resumes on node b.
+    let (_, pos) = a.latest(&ch, 0, None).await.unwrap();
+    assert_eq!(pos.offset, 100);
+    let back = StreamPosition {
+        offset: 90,
+        epoch: pos.epoch.clone(),
+    };
+    match b.since(&ch, &back, None).await.unwrap() {
+        Recovery::Recovered(p) => assert_eq!(
+            p.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            (91..=100).collect::<Vec<_>>()
+        ),
+        other => panic!("not recovered on the other node: {other:?}"),
+    }
+    // An idempotency key seen by one node is honoured by the other.
+    let first = a
+        .append(&ch, json!("k").into(), None, &opts(1000, Some("retry")))
+        .await
+        .unwrap();
+    let again = b
+        .append(&ch, json!("k").into(), None, &opts(1000, Some("retry")))
+        .await
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(again.publication, first.publication);
+    forget(&prefix).await;
 }

@@ -5,13 +5,15 @@
 //! duplicates, or a clear "not recoverable".
 //!
 //! [`History`] is the interface; [`MemoryHistory`] keeps channels in
-//! memory and [`SqliteHistory`] in the embedded database (a Redis one for
-//! clusters will sit beside them).
+//! memory, [`SqliteHistory`] in the embedded database and [`RedisHistory`]
+//! in Redis, shared by the nodes of a cluster.
 
 mod payload;
+mod redis;
 mod sqlite;
 
 pub use payload::Payload;
+pub use redis::RedisHistory;
 pub use sqlite::SqliteHistory;
 
 use std::collections::{HashMap, VecDeque};
@@ -141,6 +143,19 @@ pub trait History: Send + Sync + 'static {
         limit: usize,
         ttl: Option<Duration>,
     ) -> Result<(Vec<Publication>, StreamPosition), HistoryError>;
+}
+
+/// What a resume position says before anything is read, the same for
+/// every implementation: another epoch or a position past the stream's
+/// top cannot be recovered; the top itself is recovered with nothing to
+/// send. `None`: the publications after it must be read.
+pub(crate) fn settled(position: &StreamPosition, current: &StreamPosition) -> Option<Recovery> {
+    if position.epoch != current.epoch || position.offset > current.offset {
+        return Some(Recovery::NotRecovered {
+            current: current.clone(),
+        });
+    }
+    (position.offset == current.offset).then(|| Recovery::Recovered(Vec::new()))
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -316,13 +331,8 @@ impl History for MemoryHistory {
     ) -> Result<Recovery, HistoryError> {
         Ok(self.read_stream(channel, |s| {
             s.prune(ttl);
-            if position.epoch != s.epoch || position.offset > s.top {
-                return Recovery::NotRecovered {
-                    current: s.position(),
-                };
-            }
-            if position.offset == s.top {
-                return Recovery::Recovered(Vec::new());
+            if let Some(answer) = settled(position, &s.position()) {
+                return answer;
             }
             // The next publication the client needs must still be kept.
             let needed = position.offset + 1;

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     AppendOptions, Appended, History, HistoryError, KEY_MEMORY, Payload, Publication, Recovery,
-    Stored, StreamPosition, new_epoch, now_ms,
+    Stored, StreamPosition, new_epoch, now_ms, settled,
 };
 use crate::channel::ChannelName;
 
@@ -339,13 +339,9 @@ impl History for SqliteHistory {
             let (epoch, top) = stream(&tx, &channel, &db_epoch, false)?;
             prune(&tx, &channel, ttl)?;
             let current = StreamPosition { offset: top, epoch };
-            if position.epoch != current.epoch || position.offset > top {
+            if let Some(answer) = settled(&position, &current) {
                 tx.commit()?;
-                return Ok(Recovery::NotRecovered { current });
-            }
-            if position.offset == top {
-                tx.commit()?;
-                return Ok(Recovery::Recovered(Vec::new()));
+                return Ok(answer);
             }
             let first: Option<i64> = tx.query_row(
                 "SELECT MIN(offset) FROM publications WHERE channel = ?1",
