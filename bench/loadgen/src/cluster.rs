@@ -75,14 +75,8 @@ struct Opts {
 
 fn opts() -> Result<Opts, String> {
     let kv = crate::flags()?;
-    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
-    let num = |k: &str, d: &str| -> Result<f64, String> {
-        get(k, d)
-            .parse::<f64>()
-            .map_err(|_| format!("--{k} must be a number"))
-    };
     let list = |k: &str| -> Vec<String> {
-        get(k, "")
+        kv.get(k, "")
             .split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
@@ -96,26 +90,26 @@ fn opts() -> Result<Opts, String> {
         return Err("cluster needs --addrs HOST:PORT,HOST:PORT".into());
     }
     Ok(Opts {
-        n: num("n", "1000")? as usize,
-        rate: num("rate", "100")?,
-        duration: Duration::from_secs_f64(num("duration", "3")?),
-        p99_ms: num("p99-ms", "100")?,
-        trials: num("trials", "12")? as usize,
-        payload: num("payload", "64")? as usize,
-        sources: (num("sources", "8")? as u8).clamp(1, 200),
+        n: kv.num("n", "1000")? as usize,
+        rate: kv.num("rate", "100")?,
+        duration: Duration::from_secs_f64(kv.num("duration", "3")?),
+        p99_ms: kv.num("p99-ms", "100")?,
+        trials: kv.num("trials", "12")? as usize,
+        payload: kv.num("payload", "64")? as usize,
+        sources: (kv.num("sources", "8")? as u8).clamp(1, 200),
         server_pids: list("server-pids")
             .iter()
             .filter_map(|p| p.parse().ok())
             .collect(),
-        redis: match kv.get("redis") {
+        redis: match kv.raw("redis") {
             Some(a) => Some(a.parse().map_err(|_| "bad --redis")?),
             None => None,
         },
-        redis_pid: kv.get("redis-pid").and_then(|p| p.parse().ok()),
-        settle: Duration::from_millis(num("settle-ms", "300")? as u64),
-        disturbed_pct: num("disturbed-pct", "15")?,
-        attempts: (num("attempts", "6")? as usize).max(1),
-        quiet_wait: Duration::from_secs_f64(num("quiet-wait", "300")?),
+        redis_pid: kv.opt("redis-pid"),
+        settle: Duration::from_millis(kv.num("settle-ms", "300")? as u64),
+        disturbed_pct: kv.num("disturbed-pct", "15")?,
+        attempts: (kv.num("attempts", "6")? as usize).max(1),
+        quiet_wait: Duration::from_secs_f64(kv.num("quiet-wait", "300")?),
         subscribe_on: list("subscribe-on")
             .iter()
             .filter_map(|i| i.parse().ok())

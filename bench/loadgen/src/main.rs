@@ -53,7 +53,7 @@ struct Args {
 }
 
 /// The `--key value` pairs of the command line after the scenario.
-pub(crate) fn flags() -> Result<HashMap<String, String>, String> {
+pub(crate) fn flags() -> Result<Flags, String> {
     let mut kv = HashMap::new();
     let mut it = std::env::args().skip(2);
     while let Some(k) = it.next() {
@@ -64,7 +64,34 @@ pub(crate) fn flags() -> Result<HashMap<String, String>, String> {
         let v = it.next().ok_or(format!("--{k} needs a value"))?;
         kv.insert(k, v);
     }
-    Ok(kv)
+    Ok(Flags(kv))
+}
+
+/// The `--key value` flags of a scenario.
+pub(crate) struct Flags(HashMap<String, String>);
+
+impl Flags {
+    /// A flag's value, or `default`.
+    pub(crate) fn get(&self, k: &str, default: &str) -> String {
+        self.0.get(k).cloned().unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A numeric flag, or `default`.
+    pub(crate) fn num(&self, k: &str, default: &str) -> Result<f64, String> {
+        self.get(k, default)
+            .parse::<f64>()
+            .map_err(|_| format!("--{k} must be a number"))
+    }
+
+    /// A flag that may be absent (or unparsable: then absent too).
+    pub(crate) fn opt<T: std::str::FromStr>(&self, k: &str) -> Option<T> {
+        self.0.get(k).and_then(|v| v.parse().ok())
+    }
+
+    /// A flag's raw value, if given.
+    pub(crate) fn raw(&self, k: &str) -> Option<&String> {
+        self.0.get(k)
+    }
 }
 
 /// The rate searches' next step from `rate`, given the highest sustainable
@@ -84,33 +111,28 @@ pub(crate) fn next_rate(rate: f64, lo: f64, hi: Option<f64>) -> Option<f64> {
 fn parse_args() -> Result<Args, String> {
     let scenario = std::env::args().nth(1).ok_or("missing scenario")?;
     let kv = flags()?;
-    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
-    let num = |k: &str, d: &str| -> Result<f64, String> {
-        get(k, d)
-            .parse::<f64>()
-            .map_err(|_| format!("--{k} must be a number"))
-    };
     Ok(Args {
         scenario,
-        addr: get("addr", "127.0.0.1:3000")
+        addr: kv
+            .get("addr", "127.0.0.1:3000")
             .parse()
             .map_err(|_| "bad --addr")?,
-        proto: match get("proto", "sio").as_str() {
+        proto: match kv.get("proto", "sio").as_str() {
             "sio" => Proto::Sio,
             "raw" => Proto::Raw,
             "server" => Proto::Server,
             other => return Err(format!("unknown --proto {other}")),
         },
-        n: num("n", "1000")? as usize,
-        duration: Duration::from_secs_f64(num("duration", "5")?),
-        rate: num("rate", "100")?,
-        payload: num("payload", "64")? as usize,
-        server_pid: kv.get("server-pid").and_then(|p| p.parse().ok()),
-        sources: (num("sources", "8")? as u8).clamp(1, 200),
-        inflight: (num("inflight", "256")? as usize).max(1),
-        clients: num("clients", "100")? as usize,
-        p99_ms: num("p99-ms", "100")?,
-        trials: num("trials", "12")? as usize,
+        n: kv.num("n", "1000")? as usize,
+        duration: Duration::from_secs_f64(kv.num("duration", "5")?),
+        rate: kv.num("rate", "100")?,
+        payload: kv.num("payload", "64")? as usize,
+        server_pid: kv.opt("server-pid"),
+        sources: (kv.num("sources", "8")? as u8).clamp(1, 200),
+        inflight: (kv.num("inflight", "256")? as usize).max(1),
+        clients: kv.num("clients", "100")? as usize,
+        p99_ms: kv.num("p99-ms", "100")?,
+        trials: kv.num("trials", "12")? as usize,
     })
 }
 

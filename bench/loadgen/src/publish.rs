@@ -46,29 +46,24 @@ struct Opts {
 
 fn opts() -> Result<Opts, String> {
     let kv = crate::flags()?;
-    let get = |k: &str, d: &str| kv.get(k).cloned().unwrap_or_else(|| d.to_owned());
-    let num = |k: &str, d: &str| -> Result<f64, String> {
-        get(k, d)
-            .parse::<f64>()
-            .map_err(|_| format!("--{k} must be a number"))
-    };
     Ok(Opts {
-        addr: get("addr", "127.0.0.1:3000")
+        addr: kv
+            .get("addr", "127.0.0.1:3000")
             .parse()
             .map_err(|_| "bad --addr")?,
-        via_ws: match get("via", "api").as_str() {
+        via_ws: match kv.get("via", "api").as_str() {
             "api" => false,
             "ws" => true,
             other => return Err(format!("unknown --via {other}")),
         },
-        conns: (num("conns", "64")? as usize).max(1),
-        channels: (num("channels", "64")? as usize).max(1),
-        namespace: get("namespace", "pbench"),
-        api_key: get("api-key", ""),
-        duration: Duration::from_secs_f64(num("duration", "5")?),
-        warmup: Duration::from_secs_f64(num("warmup", "1")?),
-        payload: num("payload", "64")? as usize,
-        server_pid: kv.get("server-pid").and_then(|p| p.parse().ok()),
+        conns: (kv.num("conns", "64")? as usize).max(1),
+        channels: (kv.num("channels", "64")? as usize).max(1),
+        namespace: kv.get("namespace", "pbench"),
+        api_key: kv.get("api-key", ""),
+        duration: Duration::from_secs_f64(kv.num("duration", "5")?),
+        warmup: Duration::from_secs_f64(kv.num("warmup", "1")?),
+        payload: kv.num("payload", "64")? as usize,
+        server_pid: kv.opt("server-pid"),
     })
 }
 

@@ -223,11 +223,7 @@ impl Session {
 
     /// A refusal, counted.
     pub(crate) fn refuse(&self, code: &'static str, message: impl std::fmt::Display) -> Refusal {
-        self.app.node.metrics().refusal(code);
-        Refusal {
-            code,
-            message: message.to_string(),
-        }
+        refuse(&self.app, code, message)
     }
 
     /// Counts one frame from the client (`bytes` long) against the message
@@ -439,6 +435,15 @@ impl Session {
     }
 }
 
+/// A refusal, counted in the metrics under its code.
+fn refuse(app: &App, code: &'static str, message: impl std::fmt::Display) -> Refusal {
+    app.node.metrics().refusal(code);
+    Refusal {
+        code,
+        message: message.to_string(),
+    }
+}
+
 /// The checks of an SSE stream, which subscribes to its channels when it
 /// opens (it sends no commands): the session's rules in the session's
 /// order. The token (if any), then the channels (at least one, each a
@@ -451,11 +456,7 @@ pub(crate) fn open_stream(
     token: Option<&str>,
     names: &[String],
 ) -> Result<(Option<Identity>, Vec<ChannelName>), Refusal> {
-    let metrics = app.node.metrics();
-    let refuse = |code: &'static str, message: String| {
-        metrics.refusal(code);
-        Refusal { code, message }
-    };
+    let refuse = |code: &'static str, message: String| refuse(app, code, message);
     let identity = match token {
         Some(t) => Some(
             app.verifier
