@@ -280,3 +280,45 @@ test("WebSocket: no auth within server.auth_timeout_secs closes with 1008; an au
     await server.cleanup();
   }
 });
+
+test("a configured issuer and audience are required, time claims must be numbers, and a Socket.IO token must be a string", { timeout: 120_000 }, async () => {
+  const server = await startWithSecret(["--set", "auth.issuer=https://auth.example", "--set", "auth.audience=switchboard"]);
+  const clients = [];
+  try {
+    const exp = nowSecs() + 600;
+    const channel = `chat:${uniq("claims")}`;
+    const good = signHs256({ sub: "alice", iss: "https://auth.example", aud: "switchboard", exp }, SECRET);
+    const refused = {
+      "no aud": signHs256({ sub: "alice", iss: "https://auth.example", exp }, SECRET),
+      "no iss": signHs256({ sub: "alice", aud: "switchboard", exp }, SECRET),
+      "a string exp": signHs256({ sub: "alice", iss: "https://auth.example", aud: "switchboard", exp: String(exp + 1e6) }, SECRET),
+      "a null exp": signHs256({ sub: "alice", iss: "https://auth.example", aud: "switchboard", exp: null }, SECRET),
+    };
+    // Control: the complete token works on all three.
+    const ws = await WsClient.connect(server, { token: good, label: "good ws" });
+    clients.push(ws);
+    await ws.ok("subscribe", { channel });
+    const sio = await SioClient.connect(server, { token: good, label: "good sio" });
+    clients.push(sio);
+    await sio.ok("subscribe", { channel });
+    for (const [what, token] of Object.entries(refused)) {
+      const w = await WsClient.connect(server, { label: `ws ${what}` });
+      clients.push(w);
+      const err = await w.fails("auth", { token });
+      assert.equal(err.code, "token_bad_claims", `WebSocket with ${what}: ${JSON.stringify(err)}`);
+      const r = await SioClient.refused(server, { token, label: `sio ${what}` });
+      assert.equal(r.data?.code, "token_bad_claims", `Socket.IO with ${what}: ${r.message}`);
+      const s = await sseRefusal(server, { channels: [channel], token });
+      assert.equal(s.status, 401, `SSE with ${what}`);
+      assert.equal(s.body.code, "token_bad_claims", `SSE with ${what}`);
+    }
+    // A token that is not a string is refused, not taken as no token.
+    for (const token of [12345, { sub: "alice" }, ["x"], true]) {
+      const r = await SioClient.refused(server, { token, label: `sio token ${JSON.stringify(token)}` });
+      assert.equal(r.data?.code, "token_malformed", `Socket.IO auth.token ${JSON.stringify(token)}: ${r.message}`);
+    }
+  } finally {
+    closeAll(clients);
+    await server.cleanup();
+  }
+});

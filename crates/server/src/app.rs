@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::auth::Verifier;
@@ -21,8 +20,6 @@ pub struct App {
     pub auth_timeout: Duration,
     /// Connection admission and rates.
     pub(crate) limiter: Arc<Limiter>,
-    /// False once shutdown began.
-    ready: AtomicBool,
     /// The Socket.IO server (its vocabulary is mounted by
     /// the router, `router.rs`).
     pub io: switchboard::SocketIo,
@@ -55,7 +52,6 @@ impl App {
             verifier,
             auth_timeout,
             limiter,
-            ready: AtomicBool::new(true),
             io,
             api_key,
         }))
@@ -76,15 +72,6 @@ impl App {
         self.limiter.admit(ip)
     }
 
-    /// Admits a connection whose handshake was already counted against its
-    /// IP's rate (a Socket.IO socket, checked at its Engine.IO handshake).
-    pub(crate) fn admit_handshaken(&self, ip: Option<IpAddr>) -> Result<Permit, Refused> {
-        if !self.is_ready() {
-            return Err(Refused::ShuttingDown);
-        }
-        self.limiter.admit(ip)
-    }
-
     /// Open client connections (all protocols), as admission counts them.
     pub fn connection_count(&self) -> usize {
         self.limiter.connections()
@@ -92,13 +79,13 @@ impl App {
 
     /// Whether the server accepts connections (false once shutdown began).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.limiter.is_open()
     }
 
     /// Marks the server as shutting down: `/readyz` fails, new connections
     /// are refused.
     pub fn begin_shutdown(&self) {
-        self.ready.store(false, Ordering::Release);
+        self.limiter.close();
     }
 }
 
@@ -132,8 +119,10 @@ fn dev_secret(data_dir: &std::path::Path, name: &str) -> anyhow::Result<String> 
 }
 
 /// The Socket.IO server with the limits applied: the packet size, the
-/// send queue, and a handshake check (rate per IP and capacity; refused
-/// with HTTP 403 and the reason as message, as Engine.IO does).
+/// send queue, and admission at the Engine.IO handshake (rate per IP,
+/// capacity, shutdown; refused with HTTP 403 and the reason as message, as
+/// Engine.IO does). The session holds its place until it closes, whether
+/// or not it ever connects a namespace.
 fn socketio_server(
     limits: &LimitsConfig,
     limiter: Arc<Limiter>,
@@ -149,7 +138,8 @@ fn socketio_server(
             .map(|a| a.0.ip());
         limiter
             .handshake(ip)
-            .and_then(|()| limiter.check(ip))
+            .and_then(|()| limiter.admit(ip))
+            .map(|permit| Some(Box::new(permit) as switchboard::engine::SessionGuard))
             .map_err(|why| {
                 metrics.refusal(why.code());
                 switchboard::engine::Refusal::new(why.code())

@@ -62,13 +62,16 @@ pub enum AuthError {
     /// Before `nbf`.
     #[error("the token is not valid yet")]
     NotYetValid,
-    /// `iss` is not the configured issuer.
+    /// `iss` is not the configured issuer (or is absent while one is
+    /// configured).
     #[error("the token's issuer is not accepted")]
     WrongIssuer,
-    /// `aud` does not include the configured audience.
+    /// `aud` does not include the configured audience (or is absent while
+    /// one is configured).
     #[error("the token's audience is not accepted")]
     WrongAudience,
-    /// No `sub`, or claims of the wrong type.
+    /// No `sub`, a configured `iss` or `aud` missing, or claims of the
+    /// wrong type (such as an `exp` that is not a number).
     #[error("the token has no valid subject")]
     BadClaims,
 }
@@ -174,14 +177,21 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["sub"]);
+        // A configured issuer or audience is a required claim: the JWT
+        // crate skips the check of an absent claim that is not required.
+        let mut required = vec!["sub"];
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
         match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Verifier {
             algorithm: alg,
             key,
@@ -219,6 +229,13 @@ impl Verifier {
                     _ => AuthError::Malformed,
                 })?;
         let claims = data.claims;
+        // The JWT crate ignores time claims it cannot read (a string or null
+        // `exp` would never expire): present, they must be whole seconds.
+        for time in ["exp", "nbf", "iat"] {
+            if claims.get(time).is_some_and(|v| v.as_u64().is_none()) {
+                return Err(AuthError::BadClaims);
+            }
+        }
         let user = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(AuthError::BadClaims),

@@ -268,7 +268,10 @@ impl Default for Config {
                 subscribe: SubscribeRule::Owner,
                 publish: PublishRule::Authenticated,
                 history_size: 100,
-                history_ttl_secs: 0,
+                // Any user may write to anyone's channel (direct
+                // messages): what they write expires, so the store holds
+                // at most a week of it per channel.
+                history_ttl_secs: 7 * 24 * 3600,
                 history_storage: HistoryStorage::Persisted,
                 presence: false,
                 join_leave: false,

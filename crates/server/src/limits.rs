@@ -114,6 +114,8 @@ impl Refused {
 /// Connection admission for the whole server.
 pub(crate) struct Limiter {
     config: LimitsConfig,
+    /// False once shutdown began: every admission is refused.
+    open: std::sync::atomic::AtomicBool,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     handshakes: Mutex<Handshakes>,
@@ -155,6 +157,7 @@ impl Limiter {
     pub(crate) fn new(config: LimitsConfig) -> Arc<Self> {
         Arc::new(Limiter {
             config,
+            open: std::sync::atomic::AtomicBool::new(true),
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             handshakes: Mutex::new(Handshakes {
@@ -207,6 +210,7 @@ impl Limiter {
     }
 
     /// Whether one more connection from `ip` would be admitted now.
+    #[cfg(test)]
     pub(crate) fn check(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         if self.total.load(Ordering::Acquire) >= self.config.max_connections {
             return Err(Refused::TooManyConnections);
@@ -220,8 +224,21 @@ impl Limiter {
         Ok(())
     }
 
+    /// Whether connections are admitted (false once shutdown began).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Refuses every admission from now on (shutdown).
+    pub(crate) fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
     /// Admits a connection from `ip`, or says why not.
     pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refused> {
+        if !self.is_open() {
+            return Err(Refused::ShuttingDown);
+        }
         let ip = ip.map(ip_key);
         let before = self.total.fetch_add(1, Ordering::AcqRel);
         if before >= self.config.max_connections {

@@ -16,7 +16,7 @@ use crate::hub::Wire;
 pub(crate) const PROTOCOLS: [&str; 3] = ["socketio", "ws", "sse"];
 
 /// Refusal reasons (label values of `switchboard_refusals_total`).
-pub(crate) const REFUSALS: [&str; 11] = [
+pub(crate) const REFUSALS: [&str; 12] = [
     "too_many_connections",
     "too_many_connections_per_ip",
     "too_many_handshakes",
@@ -28,6 +28,7 @@ pub(crate) const REFUSALS: [&str; 11] = [
     "forbidden",
     "unauthenticated",
     "bad_request",
+    "too_many_http_connections",
 ];
 
 /// Upper bounds (seconds) of the latency histogram's buckets.

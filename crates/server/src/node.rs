@@ -3,6 +3,8 @@
 //! unsubscribe), with errors that carry stable codes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::channel::{ChannelName, HistoryStorage, Policy};
@@ -116,7 +118,12 @@ pub struct Node {
     /// Shared with the fan-out each append runs once stored.
     hub: Arc<Hub>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// When idle in-memory streams were last swept (ms since the epoch).
+    swept_ms: AtomicU64,
 }
+
+/// How often, at most, idle in-memory streams are swept (on a publish).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Node {
     /// A node for this configuration; the embedded database is opened under
@@ -148,6 +155,7 @@ impl Node {
             presence: MemoryPresence::default(),
             hub: Arc::default(),
             metrics,
+            swept_ms: AtomicU64::new(crate::history::now_ms()),
         })
     }
 
@@ -279,7 +287,46 @@ impl Node {
             .history(policy)
             .append_then(channel, data, from, &opts, fan_out)
             .await?;
+        self.forget_if_idle(channel, policy);
+        self.sweep_memory();
         Ok((appended.publication, appended.epoch))
+    }
+
+    /// Forgets a channel's in-memory stream when it keeps nothing and
+    /// nobody here is subscribed (see [`MemoryHistory::forget_idle`]).
+    fn forget_if_idle(&self, channel: &ChannelName, policy: &Policy) {
+        if policy.history_storage == HistoryStorage::Persisted && self.persisted.is_some() {
+            return;
+        }
+        if self.hub.subscriber_count(channel) == 0 {
+            self.memory.forget_idle(channel, policy.history_ttl(), || {
+                self.hub.subscriber_count(channel) > 0
+            });
+        }
+    }
+
+    /// At most every [`SWEEP_EVERY`], forgets every idle in-memory stream
+    /// (those whose last publication or idempotency key expired since).
+    fn sweep_memory(&self) {
+        let now = crate::history::now_ms();
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < SWEEP_EVERY.as_millis() as u64
+            || self
+                .swept_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.memory.sweep(
+            |c| self.policy(c).ok().and_then(Policy::history_ttl),
+            |c| self.hub.subscriber_count(c) > 0,
+        );
+    }
+
+    /// Channel streams held in memory (those of in-memory history).
+    pub fn memory_streams(&self) -> usize {
+        self.memory.stream_count()
     }
 
     /// Subscribes a connection, checking the policy; with `since`, also
@@ -371,6 +418,7 @@ impl Node {
         let Ok(policy) = self.policy(channel) else {
             return false;
         };
+        self.forget_if_idle(channel, policy);
         let left = match (policy.presence, identity) {
             (true, Some(id)) => {
                 self.presence.remove(channel, &id.user, conn) == PresenceChange::Left

@@ -15,8 +15,9 @@ use crate::gateway;
 /// The HTTP routes of `app`, with Socket.IO mounted at `/socket.io/`.
 pub(crate) fn router(app: &Arc<App>) -> Router {
     gateway::socketio::mount(&app.io, app);
-    let router = Router::new()
-        .route("/api/dev/token", axum::routing::post(dev_token))
+    // The keyed API: the key is checked before the body is read, and the
+    // body is read within a size and a time (`gateway::api::gate`).
+    let api = Router::new()
         .route("/api/publish", axum::routing::post(gateway::api::publish))
         .route(
             "/api/broadcast",
@@ -29,6 +30,24 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         .route(
             "/api/disconnect",
             axum::routing::post(gateway::api::disconnect),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(app),
+            gateway::api::gate,
+        ));
+    let router = Router::new()
+        .merge(api)
+        .route(
+            "/api/dev/token",
+            axum::routing::post(dev_token).route_layer(axum::middleware::from_fn(
+                |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                    use axum::response::IntoResponse;
+                    match gateway::api::read_body(req, DEV_TOKEN_BODY_LIMIT).await {
+                        Ok(req) => next.run(req).await,
+                        Err(e) => e.into_response(),
+                    }
+                },
+            )),
         )
         .route("/metrics", get(gateway::health::metrics))
         .route("/healthz", get(gateway::health::healthz))
@@ -61,6 +80,12 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
         ))
 }
 
+/// The largest body the development login reads.
+const DEV_TOKEN_BODY_LIMIT: usize = 4 * 1024;
+
+/// The longest display name the development login accepts, in characters.
+const DEV_NAME_MAX: usize = 64;
+
 /// `POST /api/dev/token` `{user, name?}` → `{token}`: the development
 /// login, only when no real key is configured.
 async fn dev_token(
@@ -89,6 +114,17 @@ async fn dev_token(
         .get("name")
         .and_then(serde_json::Value::as_str)
         .or(Some(user));
+    let name_ok = name.is_some_and(|n| {
+        let chars = n.chars().count();
+        (1..=DEV_NAME_MAX).contains(&chars) && !n.chars().any(char::is_control)
+    });
+    if !name_ok {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "code": "bad_request", "message": format!("name: 1-{DEV_NAME_MAX} characters, no control characters") })),
+        )
+            .into_response();
+    }
     match app.verifier.issue_dev_token(user, name, 86_400) {
         Some(token) => axum::Json(serde_json::json!({ "token": token, "user": user })).into_response(),
         None => (

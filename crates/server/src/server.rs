@@ -21,8 +21,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::app::App;
+use crate::config::LimitsConfig;
 use crate::gateway::control::ConnectionControl;
 use crate::hub::CloseReason;
+use crate::limits::Limiter;
 use crate::router::router;
 
 /// How long a TLS handshake may take.
@@ -60,6 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let router = router(&app);
+    let tcp_limiter = tcp_limiter(app.limits());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
@@ -75,6 +78,17 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // Every TCP connection holds a place, whatever it carries (an HTTP
+        // request, a polling request, a WebSocket, a stream): one address
+        // cannot pin more sockets than its clients could need.
+        let place = match tcp_limiter.admit(Some(peer.ip())) {
+            Ok(place) => place,
+            Err(why) => {
+                tracing::debug!(%peer, reason = why.code(), "TCP connection refused");
+                app.node.metrics().refusal("too_many_http_connections");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (router, tls, mut stop_rx, open) = (
@@ -98,6 +112,7 @@ pub async fn serve(
                 }
             }
             open.fetch_sub(1, Ordering::AcqRel);
+            drop(place);
         });
     }
     drop(listener);
@@ -125,6 +140,20 @@ pub async fn serve(
         tracing::error!(error = %e, "flushing the database failed");
     }
     tracing::info!(told, left, "shut down");
+}
+
+/// The limits on TCP connections: twice the client connections overall and
+/// per address, plus 16 (a long-polling client uses two at once; API
+/// calls, health probes and the web page come on top).
+fn tcp_limiter(limits: &LimitsConfig) -> Arc<Limiter> {
+    Limiter::new(LimitsConfig {
+        max_connections: limits.max_connections.saturating_mul(2).saturating_add(16),
+        max_connections_per_ip: limits
+            .max_connections_per_ip
+            .saturating_mul(2)
+            .saturating_add(16),
+        ..limits.clone()
+    })
 }
 
 async fn serve_connection<I>(

@@ -471,11 +471,14 @@ pub(crate) fn open_stream(
             "at least one channel parameter is required".into(),
         ));
     }
-    let mut channels: Vec<ChannelName> = Vec::with_capacity(names.len());
+    // Linear in the number of names: repeated ones are dropped through a
+    // set, not by searching the list for each.
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    let mut channels: Vec<ChannelName> = Vec::new();
     for name in names {
         let channel =
             ChannelName::parse(name).map_err(|e| refuse("bad_request", format!("{name}: {e}")))?;
-        if !channels.contains(&channel) {
+        if seen.insert(channel.clone()) {
             channels.push(channel);
         }
     }

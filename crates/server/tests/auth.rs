@@ -164,6 +164,47 @@ fn issuer_and_audience_are_checked_when_configured() {
         SECRET,
     );
     assert_eq!(v.verify(&wrong_aud), Err(AuthError::WrongAudience));
+    // A configured claim is required: a signed token without it is refused.
+    let no_aud = hs256(
+        &json!({"sub": "1", "iss": "https://auth.example", "exp": now() + 60}),
+        SECRET,
+    );
+    assert_eq!(v.verify(&no_aud), Err(AuthError::BadClaims));
+    let no_iss = hs256(
+        &json!({"sub": "1", "aud": "switchboard", "exp": now() + 60}),
+        SECRET,
+    );
+    assert_eq!(v.verify(&no_iss), Err(AuthError::BadClaims));
+    let neither = hs256(&json!({"sub": "1", "exp": now() + 60}), SECRET);
+    assert_eq!(v.verify(&neither), Err(AuthError::BadClaims));
+}
+
+#[test]
+fn time_claims_that_are_not_numbers_are_refused() {
+    let v = Verifier::new(&hs_config()).unwrap();
+    for (claim, value) in [
+        ("exp", json!("9999999999")),
+        ("exp", Value::Null),
+        ("exp", json!(-5)),
+        ("exp", json!(now() as f64 + 60.5)),
+        ("nbf", json!("0")),
+        ("iat", json!({})),
+    ] {
+        let mut claims = json!({"sub": "1"});
+        claims[claim] = value.clone();
+        let token = hs256(&claims, SECRET);
+        assert_eq!(
+            v.verify(&token),
+            Err(AuthError::BadClaims),
+            "{claim} = {value}"
+        );
+    }
+    // Whole seconds are accepted, and a token without `exp` never expires.
+    assert!(
+        v.verify(&hs256(&json!({"sub": "1", "exp": now() + 60}), SECRET))
+            .is_ok()
+    );
+    assert!(v.verify(&hs256(&json!({"sub": "1"}), SECRET)).is_ok());
 }
 
 #[test]

@@ -744,6 +744,46 @@ async fn a_websocket_message_over_the_size_limit_closes_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_websocket_message_over_the_size_limit_closes_with_1009() {
+    let (addr, app) = start(config(LimitsConfig {
+        max_message_size: 1024,
+        ..LimitsConfig::default()
+    }))
+    .await;
+    // A client that sends its messages in frames of 256 bytes.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut ws = tokio_websockets::ClientBuilder::new()
+        .uri(&format!("ws://{addr}/ws"))
+        .unwrap()
+        .config(tokio_websockets::Config::default().frame_size(256))
+        .connect_on(stream)
+        .await
+        .unwrap()
+        .0;
+    let token = app.verifier.issue_dev_token("ada", None, 600).unwrap();
+    send(
+        &mut ws,
+        json!({"type": "auth", "payload": {"token": token}, "id": "auth"}),
+    )
+    .await;
+    assert_eq!(answer(&mut ws, &json!("auth")).await["type"], "ack");
+    // Fragmented under the limit: answered.
+    send(
+        &mut ws,
+        json!({"type": "ping", "payload": "x".repeat(900), "id": 1}),
+    )
+    .await;
+    assert_eq!(answer(&mut ws, &json!(1)).await["type"], "pong");
+    // Fragmented over it: the close frame says 1009.
+    send(
+        &mut ws,
+        json!({"type": "ping", "payload": "x".repeat(4000), "id": 2}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, Err(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polling_post_over_the_size_limit_gets_413() {
     let (addr, _app) = start(config(LimitsConfig {
         max_message_size: 1024,
@@ -1012,4 +1052,279 @@ async fn a_socket_discarded_after_the_middleware_gives_its_place_back() {
     .expect("the discarded socket's place was never given back");
     let a = ws_upgrade(addr, HOME).await;
     assert_eq!(a.status, 101, "{}", a.head);
+}
+
+// ------------------------------------------- the attacker's tests (issue 14)
+
+/// The API key of the tests that call the API.
+const KEY: &str = "a-test-api-key-of-some-length";
+
+fn with_api_key(mut config: Config) -> Config {
+    config.api.key = Some(KEY.into());
+    config
+}
+
+/// Whether the server closed `tcp` (a read returns end of stream).
+async fn closed_by_server(tcp: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(WAIT, tcp.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_a_request_without_its_key_before_reading_the_body() {
+    let (addr, _app) = start(with_api_key(config(LimitsConfig::default()))).await;
+    // Announces 1.9 MB and sends 10 bytes: the answer comes without the
+    // rest, so the server buffered nothing of it.
+    let mut tcp = tcp_from(addr, HOME).await;
+    tcp.write_all(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1900000\r\n\r\n{\"channel\"",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    while find(&buf, b"\r\n\r\n").is_none() {
+        assert!(
+            read_some(&mut tcp, &mut buf).await > 0,
+            "closed before an answer"
+        );
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("api_key_missing"), "{head}");
+    // Same with a wrong key.
+    let mut tcp = tcp_from(addr, HOME).await;
+    tcp.write_all(
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey nope\r\n\
+          Content-Length: 1900000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    while find(&buf, b"\r\n\r\n").is_none() {
+        assert!(
+            read_some(&mut tcp, &mut buf).await > 0,
+            "closed before an answer"
+        );
+    }
+    assert!(
+        buf.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_body_over_the_limit_gets_413_and_a_trickled_one_408() {
+    let (addr, _app) = start(with_api_key(config(LimitsConfig::default()))).await;
+    // Declared over the limit (1 MiB with the default message size).
+    let big = vec![b' '; (1 << 20) + 1];
+    let mut request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    let a = exchange(tcp_from(addr, HOME).await, &request).await;
+    assert_eq!(a.status, 413, "{}{}", a.head, a.text());
+    assert_eq!(a.json()["code"], "message_too_large");
+    // Chunked, with no length announced: counted as it comes.
+    let mut request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    request.extend_from_slice(b"\r\n0\r\n\r\n");
+    let a = exchange(tcp_from(addr, HOME).await, &request).await;
+    assert_eq!(a.status, 413, "{}{}", a.head, a.text());
+    assert_eq!(a.json()["code"], "message_too_large");
+
+    // A body that does not come within the body timeout: 408, connection
+    // released (the development login's body too, without any key).
+    for (path, auth) in [
+        ("/api/publish", format!("Authorization: apikey {KEY}\r\n")),
+        ("/api/dev/token", String::new()),
+    ] {
+        let mut tcp = tcp_from(addr, HOME).await;
+        tcp.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        while find(&buf, b"\r\n\r\n").is_none() {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+                .await
+                .expect("a trickled body was never answered")
+                .unwrap_or(0);
+            assert!(n > 0, "closed before an answer");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(
+            closed_by_server(&mut tcp).await,
+            "{path}: the connection stays open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_login_refuses_an_oversized_name() {
+    let (addr, _app) = start(config(LimitsConfig::default())).await;
+    let login = |name: String| async move {
+        let body = json!({"user": "ada", "name": name}).to_string();
+        let request = format!(
+            "POST /api/dev/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(tcp_from(addr, HOME).await, request.as_bytes()).await
+    };
+    let a = login("n".repeat(65)).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    let a = login("bad\u{7}name".into()).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    let a = login("n".repeat(1 << 20)).await;
+    assert_eq!(a.status, 413, "{}", a.text());
+    let a = login("Ada Lovelace".into()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.json()["token"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_pin_more_tcp_connections_than_its_clients_could_use() {
+    // Two client connections per address: 2 x 2 + 16 = 20 TCP connections.
+    let (addr, _app) = start(config(LimitsConfig {
+        max_connections_per_ip: 2,
+        handshakes_per_second_per_ip: 0,
+        ..LimitsConfig::default()
+    }))
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut tcp = tcp_from(addr, HOME).await;
+        // Half a request: the connection is held open by the server.
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        idle.push(tcp);
+    }
+    // The next one from the same address is closed at once...
+    let mut refused = tcp_from(addr, HOME).await;
+    let _ = refused
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        closed_by_server(&mut refused).await,
+        "a 21st TCP connection was served"
+    );
+    // ...another address still gets in, and counts the refusal.
+    let m = http_from(addr, OTHER, "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            "switchboard_refusals_total{reason=\"too_many_http_connections\"}"
+        ),
+        1.0
+    );
+    // A place comes back when a connection closes.
+    drop(idle.pop());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(
+            attempts <= 500,
+            "the closed connection's place never came back"
+        );
+        let mut tcp = tcp_from(addr, HOME).await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf)).await;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `GET path` from `from`, its body.
+async fn http_from(addr: SocketAddr, from: IpAddr, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let a = exchange(tcp_from(addr, from).await, request.as_bytes()).await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    a.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engineio_sessions_without_a_namespace_count_against_the_connection_limits() {
+    let (addr, app) = start(config(LimitsConfig {
+        max_connections: 100,
+        max_connections_per_ip: 3,
+        handshakes_per_second_per_ip: 0,
+        ..LimitsConfig::default()
+    }))
+    .await;
+    // Three Engine.IO sessions that never connect a namespace fill the
+    // address's places...
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        sids.push(sid_of(&engineio_handshake(addr).await));
+    }
+    assert_eq!(app.connection_count(), 3);
+    let refused = engineio_handshake(addr).await;
+    assert_eq!(refused.status, 403, "{}{}", refused.head, refused.text());
+    assert_eq!(
+        refused.json(),
+        json!({"code": 4, "message": "too_many_connections_per_ip"})
+    );
+    // ...so does a WebSocket of /ws from that address...
+    let ws = ws_upgrade(addr, HOME).await;
+    assert_refused(&ws, 429, "too_many_connections_per_ip");
+    // ...and a session that closes gives its place back.
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={}", sids[0]);
+    let closed = http(addr, "POST", &path, b"1").await;
+    assert_eq!(closed.status, 200);
+    wait_for("the closed session's place", || app.connection_count() == 2).await;
+    // A Socket.IO client that connects holds one place, not two.
+    match socketio_connect(addr).await {
+        Ok(reply) => assert!(reply.starts_with("40{"), "{reply}"),
+        Err(a) => panic!("refused: {} {}", a.status, a.text()),
+    }
+    assert_eq!(app.connection_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_with_thousands_of_channel_parameters_is_refused_or_deduplicated() {
+    let (addr, app) = start(config(LimitsConfig::default())).await;
+    let token = app.verifier.issue_dev_token("ada", None, 600).unwrap();
+    // 3,000 distinct channels: over the subscription cap.
+    let many: String = (0..3000).map(|i| format!("channel=chat:c{i}&")).collect();
+    let a = sse_open(addr, HOME, &format!("{many}token={token}")).await;
+    assert_eq!(a.status, 400, "{}", a.head);
+    assert_eq!(a.json()["code"], "too_many_subscriptions");
+    // 3,000 times the same channel: one subscription.
+    let same: String = "channel=chat:same&".repeat(3000);
+    let a = sse_open(addr, HOME, &format!("{same}token={token}")).await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    wait_for("the stream's subscription", || {
+        app.node
+            .hub()
+            .subscriber_count(&ChannelName::parse("chat:same").unwrap())
+            == 1
+    })
+    .await;
+    drop(a);
 }

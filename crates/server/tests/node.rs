@@ -504,3 +504,133 @@ async fn an_expired_token_is_refused_on_every_command() {
     let got: Vec<serde_json::Value> = r.got.lock().unwrap().iter().map(|g| g.2.clone()).collect();
     assert_eq!(got, vec![json!("while valid")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_used_once_do_not_stay_in_memory() {
+    // `typing` keeps no history: a channel that nobody is subscribed to any
+    // more keeps nothing, and is forgotten.
+    let node = node();
+    let ada = user("ada");
+    for i in 0..2000 {
+        let c = ch(&format!("typing:t{i}"));
+        let r = recorder(&format!("c{i}"));
+        node.subscribe(&c, Some(&ada), r.clone(), None)
+            .await
+            .unwrap();
+        node.publish(
+            &c,
+            json!("typing"),
+            Publisher::Client {
+                identity: Some(&ada),
+                conn: &format!("c{i}"),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.got.lock().unwrap().len(), 1);
+        node.unsubscribe(&c, Some(&ada), &format!("c{i}"));
+    }
+    assert_eq!(node.memory_streams(), 0, "every idle stream was forgotten");
+    // The API publishing to channels nobody listens to keeps nothing either.
+    for i in 0..500 {
+        node.publish(
+            &ch(&format!("typing:api{i}")),
+            json!(1),
+            Publisher::Api,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(node.memory_streams(), 0);
+
+    // A channel with a subscriber stays, offsets continue.
+    let live = ch("typing:live");
+    let r = recorder("live");
+    node.subscribe(&live, Some(&ada), r.clone(), None)
+        .await
+        .unwrap();
+    let publish = |n: i64| {
+        node.publish(
+            &live,
+            json!(n),
+            Publisher::Client {
+                identity: Some(&ada),
+                conn: "live",
+            },
+            None,
+        )
+    };
+    let (p1, e1) = publish(1).await.unwrap();
+    let (p2, e2) = publish(2).await.unwrap();
+    assert_eq!((p1.offset, p2.offset), (1, 2));
+    assert_eq!(e1, e2);
+    assert_eq!(node.memory_streams(), 1);
+    // Once forgotten, the channel starts again under a new epoch: a
+    // position from before is not taken for one in the new stream.
+    node.unsubscribe(&live, Some(&ada), "live");
+    assert_eq!(node.memory_streams(), 0);
+    let r = recorder("again");
+    let s = node
+        .subscribe(
+            &live,
+            Some(&ada),
+            r.clone(),
+            Some(&StreamPosition {
+                offset: 2,
+                epoch: e2.clone(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!s.recovered, "a forgotten stream's position resumed");
+    let (p, e) = node
+        .publish(
+            &live,
+            json!(3),
+            Publisher::Client {
+                identity: Some(&ada),
+                conn: "again",
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.offset, 1);
+    assert_ne!(e, e2, "the new stream has an epoch of its own");
+    assert_eq!(
+        r.got.lock().unwrap().len(),
+        1,
+        "the live publication arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_history_or_a_remembered_key_is_kept() {
+    let node = node();
+    // `notifications` keeps 50 publications in memory: not forgotten.
+    node.publish(&ch("notifications:n1"), json!(1), Publisher::Api, None)
+        .await
+        .unwrap();
+    // An idempotency key is remembered even where nothing is kept.
+    node.publish(
+        &ch("typing:k1"),
+        json!(1),
+        Publisher::Api,
+        Some("key-1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(node.memory_streams(), 2);
+    let (again, _) = node
+        .publish(
+            &ch("typing:k1"),
+            json!(1),
+            Publisher::Api,
+            Some("key-1".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.offset, 1, "the retried key landed once");
+}

@@ -340,3 +340,71 @@ async fn an_events_id_never_names_a_publication_written_after_it() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_many_long_channels_gets_compact_ids_that_resume() {
+    let (addr, app) = start().await;
+    let token = app.verifier.issue_dev_token("ada", None, 60).unwrap();
+    let channels: Vec<ChannelName> = (0..128)
+        .map(|i| ChannelName::parse(&format!("chat:{i:03}{}", "x".repeat(200))).unwrap())
+        .collect();
+    let query: String = channels
+        .iter()
+        .map(|c| format!("channel={c}&"))
+        .collect::<String>()
+        + &format!("token={token}");
+    let mut s = Stream::open(addr, &query, &[]).await;
+    assert_eq!(s.status, 200, "{}", s.head);
+    // Every stream's subscription is in place before publishing.
+    let target = &channels[5];
+    tokio::time::timeout(WAIT, async {
+        while app.node.hub().subscriber_count(&channels[127]) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stream subscribed");
+    app.node
+        .publish(target, json!(1), Publisher::Api, None)
+        .await
+        .unwrap();
+    // (`chat` sends join events, without ids, before.)
+    let first = loop {
+        let e = s.next().await;
+        if e.event == "message" {
+            break e;
+        }
+    };
+    let id = first.id.expect("an id");
+    // A named id would carry 128 names of 205 bytes on every event.
+    assert!(id.len() < 1024, "the id is {} bytes: {id}", id.len());
+    drop(s);
+    for n in 2..=4 {
+        app.node
+            .publish(target, json!(n), Publisher::Api, None)
+            .await
+            .unwrap();
+    }
+    // Reconnecting with the id (channels in another order) resumes exactly
+    // what was missed.
+    let mut reversed = channels.clone();
+    reversed.reverse();
+    let query: String = reversed
+        .iter()
+        .map(|c| format!("channel={c}&"))
+        .collect::<String>()
+        + &format!("token={token}");
+    let mut s = Stream::open(addr, &query, &[("Last-Event-ID", &id)]).await;
+    assert_eq!(s.status, 200, "{}", s.head);
+    for n in 2..=4 {
+        let e = loop {
+            let e = s.next().await;
+            assert_ne!(e.event, "unrecovered", "{e:?}");
+            if e.event == "message" {
+                break e;
+            }
+        };
+        assert_eq!(e.data["data"], json!(n));
+        assert_eq!(e.data["offset"], json!(n));
+    }
+}

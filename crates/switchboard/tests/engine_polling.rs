@@ -155,7 +155,7 @@ async fn allow_request_refusal_is_403_with_code_4() {
     let config = EngineConfig {
         allow_request: Some(Arc::new(|parts: &http::request::Parts| {
             if parts.headers.contains_key("x-let-me-in") {
-                Ok(())
+                Ok(None)
             } else {
                 Err(Refusal::new("no entry without the header"))
             }
@@ -172,6 +172,49 @@ async fn allow_request_refusal_is_403_with_code_4() {
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("0{"));
     assert_eq!(engine.session_count(), 1);
+}
+
+/// Counts the guards alive: one per admitted session.
+struct Place(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_session_holds_its_guard_until_it_closes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let places = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&places);
+    let config = EngineConfig {
+        allow_request: Some(Arc::new(move |_: &http::request::Parts| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let guard: switchboard::engine::SessionGuard = Box::new(Place(Arc::clone(&counted)));
+            Ok(Some(guard))
+        })),
+        ..EngineConfig::default()
+    };
+    let (addr, engine) = start_engine(config).await;
+    let (first, _) = polling_handshake(addr, P).await;
+    let (second, _) = polling_handshake(addr, P).await;
+    assert_eq!(engine.session_count(), 2);
+    assert_eq!(
+        places.load(Ordering::SeqCst),
+        2,
+        "each open session holds its guard"
+    );
+    // The client closes the first session: its guard goes, the other stays.
+    let r = post(addr, &poll_url(P, &first), b"1").await;
+    assert_eq!(r.status, 200);
+    assert!(session_gone(&engine, &first));
+    assert_eq!(places.load(Ordering::SeqCst), 1);
+    engine
+        .session(second.parse().expect("sid"))
+        .expect("session")
+        .close(switchboard::engine::CloseReason::ForcedClose);
+    assert_eq!(places.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

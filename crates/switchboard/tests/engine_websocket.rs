@@ -119,6 +119,34 @@ async fn message_over_max_payload_closes_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_message_over_max_payload_closes_with_1009() {
+    let config = EngineConfig {
+        max_payload: 1000,
+        ..EngineConfig::default()
+    };
+    let (addr, engine) = start_engine(config).await;
+    // A client that sends its messages in frames of 256 bytes.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (inner, _) = tokio_websockets::ClientBuilder::new()
+        .uri(&format!("ws://{addr}{P}?EIO=4&transport=websocket"))
+        .expect("valid uri")
+        .config(tokio_websockets::Config::default().frame_size(256))
+        .connect_on(tcp)
+        .await
+        .expect("websocket handshake");
+    let mut ws = Ws { inner };
+    let open = ws.recv_text().await;
+    let open: serde_json::Value = serde_json::from_str(&open[1..]).expect("open json");
+    let sid = open["sid"].as_str().expect("sid").to_owned();
+    let fits = format!("4{}", "y".repeat(998));
+    ws.send_text(&fits).await;
+    ws.expect_text(&fits).await;
+    ws.send_text(&format!("4{}", "x".repeat(2000))).await;
+    assert_eq!(ws.expect_closed().await, Some(1009));
+    wait_until("the session to close", || session_gone(&engine, &sid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_timeout_closes_the_websocket() {
     let (addr, engine) = start_engine(fast_heartbeat()).await;
     let (mut ws, open) = ws_open(addr, P).await;

@@ -54,6 +54,88 @@ fn node_error(e: &NodeError) -> ApiError {
     error(status, e.code(), e)
 }
 
+/// How long a client may take to send a request body to the API (or the
+/// development login): a body trickled slower is refused with 408, so a
+/// slow sender cannot pin a connection and its buffer.
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest request body the API reads: room for a publication of
+/// `limits.max_message_size` and the request around it (a broadcast's
+/// channel list), at least 1 MiB.
+pub(crate) fn body_limit(max_message_size: usize) -> usize {
+    max_message_size.saturating_mul(2).max(1 << 20)
+}
+
+/// In front of every keyed API route: the key is checked from the headers
+/// alone, before a byte of the body is read (a request without the key
+/// cannot make the server buffer its body); then the body is read within
+/// [`body_limit`] and [`BODY_TIMEOUT`].
+pub(crate) async fn gate(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(e) = authorize(&app, req.headers()) {
+        return e.into_response();
+    }
+    match read_body(req, body_limit(app.limits().max_message_size)).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads a request's body within `limit` bytes and [`BODY_TIMEOUT`]: 413
+/// `message_too_large` over the limit (at once when `Content-Length` says
+/// so), 408 `body_timeout` when it comes too slowly.
+pub(crate) async fn read_body(
+    req: axum::extract::Request,
+    limit: usize,
+) -> Result<axum::extract::Request, ApiError> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        )),
+        Ok(Err(e)) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                Err(too_large())
+            } else {
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("reading the body: {e}"),
+                ))
+            }
+        }
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 /// Checks the API key; `Err` is the answer to send.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = app.api_key.as_deref() else {
@@ -93,6 +175,11 @@ fn authorized_body<T>(
     authorize(app, headers)?;
     match body {
         Ok(Json(body)) => Ok(body),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+            e.body_text(),
+        )),
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",

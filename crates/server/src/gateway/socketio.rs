@@ -20,17 +20,15 @@
 //! - publications arrive as the event `publication` `{channel, offset,
 //!   epoch, data, from}`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use switchboard::protocol::socketio::{self, Args, Encoded};
 use switchboard::{ConnectError, DisconnectReason, Event, Socket, SocketIo};
 
 use crate::app::App;
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::hub::{CloseReason, Delivery, Signal, Subscriber, Wire};
-use crate::limits::Permit;
 use crate::session::{Admission, Command, Refusal, Reply, Session};
 
 fn encode_publication(d: &Delivery) -> Vec<u8> {
@@ -119,69 +117,39 @@ fn arg_json(event: &Event) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Places of sockets that passed the middleware and are connecting.
-type Permits = Arc<Mutex<HashMap<switchboard::Sid, Permit>>>;
-
 /// Registers the vocabulary on `io`'s main namespace.
 pub(crate) fn mount(io: &SocketIo, app: &Arc<App>) {
     let auth_app = Arc::clone(app);
-    let permits: Permits = Arc::default();
-    let mw_permits = Arc::clone(&permits);
     let ns = io.ns("/");
     ns.use_middleware(move |socket: Socket| {
         let app = Arc::clone(&auth_app);
-        let permits = Arc::clone(&mw_permits);
         async move {
-            let token = socket
-                .handshake()
-                .auth()
-                .get("token")
-                .and_then(switchboard::Value::as_str)
-                .map(str::to_owned);
+            let refuse = |e: AuthError| {
+                app.node.metrics().refusal(e.code());
+                ConnectError::new(e.to_string())
+                    .with_data(switchboard::Value::from(json!({ "code": e.code() })))
+            };
+            // No token (absent or null) connects anonymously; a token that
+            // is not a string is refused, never taken as no token.
+            let token = match socket.handshake().auth().get("token") {
+                None | Some(switchboard::Value::Null) => None,
+                Some(switchboard::Value::String(t)) => Some(t.clone()),
+                Some(_) => return Err(refuse(AuthError::Malformed)),
+            };
             if let Some(token) = token {
-                let identity = app.verifier.verify(&token).map_err(|e| {
-                    app.node.metrics().refusal(e.code());
-                    ConnectError::new(e.to_string())
-                        .with_data(switchboard::Value::from(json!({ "code": e.code() })))
-                })?;
+                let identity = app.verifier.verify(&token).map_err(refuse)?;
                 let _ = socket.set_data(&Some(identity));
             }
-            let ip = socket.handshake().address().map(|a| a.ip());
-            // The Engine.IO handshake already counted against the rate.
-            let permit = app.admit_handshaken(ip).map_err(|why| {
-                app.node.metrics().refusal(why.code());
-                ConnectError::new(why.to_string())
-                    .with_data(switchboard::Value::from(json!({ "code": why.code() })))
-            })?;
-            let sid = socket.id();
-            permits
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(sid, permit);
-            // The connection handler takes the permit at once; a socket the
-            // library discards after this middleware (its session closed,
-            // its CONNECT answer could not be queued) never gets there, and
-            // its permit must not stay counted.
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                permits
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&sid);
-            });
+            // The connection's place under the limits was taken at its
+            // Engine.IO handshake (`app.rs`) and is held by its session.
             Ok(())
         }
     });
     let conn_app = Arc::clone(app);
     ns.on_connection(move |socket: Socket| {
         let app = Arc::clone(&conn_app);
-        let permits = Arc::clone(&permits);
         async move {
             let identity: Option<Identity> = socket.data().ok().flatten();
-            let permit = permits
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&socket.id());
             let user = identity.as_ref().map(|i| i.user.clone());
             let session = Session::authenticated(
                 Arc::clone(&app),
@@ -200,12 +168,12 @@ pub(crate) fn mount(io: &SocketIo, app: &Arc<App>) {
                 user,
             );
             app.node.metrics().connection_opened(Wire::SocketIo);
-            register(&socket, &app, &sub, permit);
+            register(&socket, &app, &sub);
         }
     });
 }
 
-fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, permit: Option<Permit>) {
+fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>) {
     {
         // Every event counts against the message rate; those of the
         // vocabulary are the session's commands, the others are answered
@@ -218,14 +186,12 @@ fn register(socket: &Socket, app: &Arc<App>, sub: &Arc<SioSubscriber>, permit: O
     }
     {
         let (app, sub) = (Arc::clone(app), Arc::clone(sub));
-        let permit = Mutex::new(permit);
         socket.on_disconnect(move |_: Socket, reason| {
             if reason == DisconnectReason::SlowConsumer {
                 tracing::warn!(conn = %sub.session.id(), "slow consumer: disconnected");
                 app.node.metrics().slow_consumer(Wire::SocketIo);
             }
             sub.session.close();
-            drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
             async {}
         });
     }

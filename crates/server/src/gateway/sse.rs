@@ -214,6 +214,14 @@ fn percent_decode(s: &str) -> String {
 pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Response {
     // The rules are the session's (crate::session::open_stream); this only
     // maps a refusal to its HTTP status.
+    // Admission first (the rate of attempts per address, the connection
+    // caps), so refused attempts count against the rate too; then the
+    // rules, which are the session's (crate::session::open_stream): this
+    // only maps a refusal to its HTTP status.
+    let permit = match app.admit(super::peer_ip(&req)) {
+        Ok(p) => p,
+        Err(why) => return super::refused(&app, why),
+    };
     let names = query_values(&req, "channel");
     let (identity, channels) = match open_stream(&app, token(&req).as_deref(), &names) {
         Ok(admitted) => admitted,
@@ -226,15 +234,11 @@ pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Respon
             return error(status, refusal.code, &refusal.message);
         }
     };
-    let permit = match app.admit(super::peer_ip(&req)) {
-        Ok(p) => p,
-        Err(why) => return super::refused(&app, why),
-    };
     let last = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(sse::parse_id)
+        .map(|id| sse::parse_id(id, &channels))
         .unwrap_or_default();
 
     let (queue, rx) = SendQueue::new(app.limits().max_queued_bytes);

@@ -262,15 +262,15 @@ impl Connection {
                     let msg = match msg {
                         Some(Ok(msg)) => msg,
                         Some(Err(e)) => {
-                            // A protocol error (e.g. a message over the
-                            // limit) has its close frame (1009...) queued.
-                            let code = match e {
-                                tokio_websockets::Error::PayloadTooLong { .. } => "message_too_large",
-                                _ => "bad_request",
-                            };
+                            // A protocol error has its close frame queued
+                            // by the framing layer, and so has a single
+                            // frame over the limit; a fragmented message
+                            // over it has not: its 1009 is sent here.
+                            let too_long = matches!(e, tokio_websockets::Error::PayloadTooLong { .. });
+                            let code = if too_long { "message_too_large" } else { "bad_request" };
                             self.app.node.metrics().refusal(code);
-                            // Its close frame (1009...) is already queued.
-                            close_handshake(&mut ws, None).await;
+                            let close = too_long.then_some((CloseCode::MESSAGE_TOO_BIG, "message too large"));
+                            close_handshake(&mut ws, close).await;
                             break None;
                         }
                         None => break None,
@@ -397,7 +397,12 @@ async fn close_handshake<S>(
 {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let sent = match close {
-            Some((code, reason)) => ws.send(Message::close(Some(code), reason)).await,
+            Some((code, reason)) => match ws.send(Message::close(Some(code), reason)).await {
+                // The framing layer already queued a close frame of its
+                // own: that one goes out.
+                Err(tokio_websockets::Error::AlreadyClosed) => ws.flush().await,
+                other => other,
+            },
             None => ws.flush().await,
         };
         if sent.is_ok() {

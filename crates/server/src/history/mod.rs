@@ -180,6 +180,8 @@ struct Stream {
     /// Idempotency key -> the publication it stored (kept even when the
     /// publication itself has left the history).
     keys: HashMap<String, Publication>,
+    /// Forgotten: taken out of the map; whoever still holds it looks again.
+    dead: bool,
 }
 
 impl Stream {
@@ -211,6 +213,11 @@ pub struct MemoryHistory {
     /// never published to reads as `(0, epoch)` without being stored
     /// (reads of made-up channel names keep nothing).
     epoch: String,
+    /// Set once an idle stream was forgotten ([`MemoryHistory::forget_idle`]):
+    /// from then on a new stream gets an epoch of its own, as it may be one
+    /// that was forgotten (its offsets start again, and a position from
+    /// before must not resume into them).
+    forgot: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemoryHistory {
@@ -218,6 +225,7 @@ impl Default for MemoryHistory {
         MemoryHistory {
             streams: Mutex::default(),
             epoch: new_epoch(),
+            forgot: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -232,7 +240,78 @@ impl MemoryHistory {
             top: 0,
             items: VecDeque::new(),
             keys: HashMap::new(),
+            dead: false,
         }
+    }
+
+    /// A stream being created (see `forgot`).
+    fn created(&self) -> Stream {
+        let mut stream = self.empty();
+        if self.forgot.load(std::sync::atomic::Ordering::Acquire) {
+            stream.epoch = new_epoch();
+        }
+        stream
+    }
+
+    /// Streams held in memory.
+    pub fn stream_count(&self) -> usize {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Forgets `channel`'s stream if it keeps nothing (no publication
+    /// within `ttl`, no idempotency key still remembered) and `busy` says
+    /// nobody is subscribed, so channels used once (`typing:<random>`) do
+    /// not stay in memory. `busy` is asked again after the stream is
+    /// taken out: a subscriber that came meanwhile may have read its
+    /// position, and then the stream is put back.
+    pub fn forget_idle(
+        &self,
+        channel: &ChannelName,
+        ttl: Option<Duration>,
+        busy: impl Fn() -> bool,
+    ) -> bool {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stream) = streams.get(channel).map(Arc::clone) else {
+            return false;
+        };
+        // A stream in use right now (an append) is not idle.
+        let Ok(mut s) = stream.try_lock() else {
+            return false;
+        };
+        s.prune(ttl);
+        let key_oldest = now_ms().saturating_sub(KEY_MEMORY.as_millis() as u64);
+        s.keys.retain(|_, p| p.time_ms >= key_oldest);
+        if !s.items.is_empty() || !s.keys.is_empty() || busy() {
+            return false;
+        }
+        streams.remove(channel);
+        if busy() {
+            streams.insert(channel.clone(), Arc::clone(&stream));
+            return false;
+        }
+        // An append that found the stream before it was taken out sees
+        // this under the stream's lock and looks again.
+        s.dead = true;
+        self.forgot
+            .store(true, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// Forgets every idle stream (see [`MemoryHistory::forget_idle`]);
+    /// returns how many.
+    pub fn sweep(
+        &self,
+        ttl_of: impl Fn(&ChannelName) -> Option<Duration>,
+        busy: impl Fn(&ChannelName) -> bool,
+    ) -> usize {
+        let channels: Vec<ChannelName> = {
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams.keys().cloned().collect()
+        };
+        channels
+            .iter()
+            .filter(|c| self.forget_idle(c, ttl_of(c), || busy(c)))
+            .count()
     }
 
     /// Appends to a stream (under its lock).
@@ -279,16 +358,20 @@ impl MemoryHistory {
 
     /// Runs `f` on a channel's stream, created if missing.
     fn with_stream<T>(&self, channel: &ChannelName, f: impl FnOnce(&mut Stream) -> T) -> T {
-        let stream = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(
-                streams
-                    .entry(channel.clone())
-                    .or_insert_with(|| Arc::new(Mutex::new(self.empty()))),
-            )
-        };
-        let mut stream = stream.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut stream)
+        loop {
+            let stream = {
+                let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                Arc::clone(
+                    streams
+                        .entry(channel.clone())
+                        .or_insert_with(|| Arc::new(Mutex::new(self.created()))),
+                )
+            };
+            let mut stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+            if !stream.dead {
+                return f(&mut stream);
+            }
+        }
     }
 
     /// Runs `f` on a channel's stream, or on an empty one (not stored).
@@ -298,7 +381,14 @@ impl MemoryHistory {
             streams.get(channel).map(Arc::clone)
         };
         match stream {
-            Some(stream) => f(&mut stream.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(stream) => {
+                let mut stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+                if stream.dead {
+                    f(&mut self.empty())
+                } else {
+                    f(&mut stream)
+                }
+            }
             None => f(&mut self.empty()),
         }
     }

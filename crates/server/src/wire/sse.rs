@@ -3,7 +3,13 @@
 //! `EventSource` (which sends `Last-Event-ID`) resumes all of them.
 //!
 //! An id is `<channel>~<epoch>~<offset>` for each channel, joined by `,`
-//! (channel names never contain `~` or `,`).
+//! (channel names never contain `~` or `,`). When that would be longer than
+//! [`NAMED_ID_MAX`] bytes (many channels, long names), the id is compact:
+//! `h<hash>/<offset>.<epoch>/<offset>/...`, one position per channel in
+//! name order, the epoch written only where it differs from the one
+//! before, and `<hash>` a digest of the channel names, so an id is never
+//! applied to another set of channels. Every event carries an id, and a
+//! named one would cost the stream its channels' names on every event.
 
 use std::collections::BTreeMap;
 
@@ -18,18 +24,61 @@ pub(crate) const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 /// Positions of a stream's channels, as carried by event ids.
 pub(crate) type Positions = BTreeMap<ChannelName, StreamPosition>;
 
-/// Formats positions as an event id.
+/// The longest named id; a longer one is written compact.
+pub(crate) const NAMED_ID_MAX: usize = 256;
+
+/// Formats positions as an event id (named, or compact when long).
 pub(crate) fn format_id(positions: &Positions) -> String {
-    positions
-        .iter()
-        .map(|(c, p)| format!("{c}~{}~{}", p.epoch, p.offset))
-        .collect::<Vec<_>>()
-        .join(",")
+    use std::fmt::Write as _;
+    let mut id = String::new();
+    for (c, p) in positions {
+        if !id.is_empty() {
+            id.push(',');
+        }
+        let _ = write!(id, "{c}~{}~{}", p.epoch, p.offset);
+        if id.len() > NAMED_ID_MAX {
+            return compact_id(positions);
+        }
+    }
+    id
 }
 
-/// Parses a `Last-Event-ID`; parts that do not parse are ignored (that
-/// channel then starts from now, and says it was not recovered).
-pub(crate) fn parse_id(id: &str) -> Positions {
+/// The digest of a stream's channel names (in name order) that a compact
+/// id carries: FNV-1a, 64 bits, hex.
+fn names_digest<'a>(names: impl Iterator<Item = &'a ChannelName>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in names {
+        for &b in name.as_str().as_bytes().iter().chain(b",") {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn compact_id(positions: &Positions) -> String {
+    use std::fmt::Write as _;
+    let mut id = format!("h{}", names_digest(positions.keys()));
+    let mut epoch: Option<&str> = None;
+    for p in positions.values() {
+        let _ = write!(id, "/{}", p.offset);
+        if epoch != Some(p.epoch.as_str()) {
+            let _ = write!(id, ".{}", p.epoch);
+            epoch = Some(&p.epoch);
+        }
+    }
+    id
+}
+
+/// Parses a `Last-Event-ID` for a stream of `channels`; parts that do not
+/// parse are ignored (that channel then starts from now, and says it was
+/// not recovered). A compact id whose digest is not that of `channels`
+/// gives no position at all.
+pub(crate) fn parse_id(id: &str, channels: &[ChannelName]) -> Positions {
+    if let Some(compact) = id.strip_prefix('h')
+        && !id.contains('~')
+    {
+        return parse_compact(compact, channels).unwrap_or_default();
+    }
     id.split(',')
         .filter_map(|part| {
             let mut it = part.rsplitn(3, '~');
@@ -39,6 +88,33 @@ pub(crate) fn parse_id(id: &str) -> Positions {
             Some((channel, StreamPosition { offset, epoch }))
         })
         .collect()
+}
+
+fn parse_compact(id: &str, channels: &[ChannelName]) -> Option<Positions> {
+    let mut names: Vec<&ChannelName> = channels.iter().collect();
+    names.sort();
+    names.dedup();
+    let mut parts = id.split('/');
+    if parts.next()? != names_digest(names.iter().copied()) {
+        return None;
+    }
+    let mut positions = Positions::new();
+    let mut epoch: Option<&str> = None;
+    for name in names {
+        let part = parts.next()?;
+        let (offset, e) = match part.split_once('.') {
+            Some((o, e)) if !e.is_empty() => (o, Some(e)),
+            Some(_) => return None,
+            None => (part, None),
+        };
+        epoch = e.or(epoch);
+        let position = StreamPosition {
+            offset: offset.parse().ok()?,
+            epoch: epoch?.to_owned(),
+        };
+        positions.insert(name.clone(), position);
+    }
+    parts.next().is_none().then_some(positions)
 }
 
 /// One event: `id:`, `event:`, and `data:` lines (data is one JSON line).
@@ -88,10 +164,39 @@ mod tests {
         p.insert(ChannelName::parse("user:a=b:c").unwrap(), pos(3, "ff00"));
         let id = format_id(&p);
         assert_eq!(id, "chat:lobby~ab12~12,user:a=b:c~ff00~3");
-        assert_eq!(parse_id(&id), p);
-        let partial = parse_id("chat:lobby~ab12~12,garbage,x~y~z");
+        let channels: Vec<ChannelName> = p.keys().cloned().collect();
+        assert_eq!(parse_id(&id, &channels), p);
+        let partial = parse_id("chat:lobby~ab12~12,garbage,x~y~z", &channels);
         assert_eq!(partial.len(), 1);
-        assert!(parse_id("").is_empty());
+        assert!(parse_id("", &channels).is_empty());
+    }
+
+    #[test]
+    fn many_long_channels_get_a_compact_id_bound_to_their_names() {
+        // 128 channels of 200-byte names: a named id would be about 27 KB.
+        let channels: Vec<ChannelName> = (0..128)
+            .map(|i| ChannelName::parse(&format!("chat:{i:03}{}", "x".repeat(192))).unwrap())
+            .collect();
+        let mut p = Positions::new();
+        for (i, c) in channels.iter().enumerate() {
+            let epoch = if i < 100 { "ab12cd34" } else { "ffee0011" };
+            p.insert(c.clone(), pos(i as u64 * 7, epoch));
+        }
+        let id = format_id(&p);
+        assert!(id.starts_with('h') && !id.contains('~'), "{id}");
+        assert!(id.len() < 1024, "compact: {} bytes", id.len());
+        // Any order of the same channels reads it back exactly.
+        let mut reversed = channels.clone();
+        reversed.reverse();
+        assert_eq!(parse_id(&id, &reversed), p);
+        // Another set of channels, or a damaged id, gets no position.
+        assert!(parse_id(&id, &channels[1..]).is_empty());
+        assert!(parse_id(&id[..id.len() - 3], &channels).is_empty());
+        assert!(parse_id(&format!("{id}/5"), &channels).is_empty());
+        // A short id stays named.
+        let mut few = Positions::new();
+        few.insert(ChannelName::parse("chat:a").unwrap(), pos(3, "ab12cd34"));
+        assert_eq!(format_id(&few), "chat:a~ab12cd34~3");
     }
 
     #[test]

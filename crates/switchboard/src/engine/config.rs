@@ -60,8 +60,14 @@ impl Refusal {
     }
 }
 
-/// Hook deciding whether a handshake request may open a session.
-pub type AllowRequest = Arc<dyn Fn(&Parts) -> Result<(), Refusal> + Send + Sync>;
+/// What an accepted handshake hands its session to keep for the session's
+/// whole life (for example its place under a connection limit): dropped
+/// when the session closes, or at once if the transport never opens.
+pub type SessionGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// Hook deciding whether a handshake request may open a session; an
+/// accepted one may give the session a [`SessionGuard`] to hold.
+pub type AllowRequest = Arc<dyn Fn(&Parts) -> Result<Option<SessionGuard>, Refusal> + Send + Sync>;
 
 /// Engine.IO server options. Defaults are the reference server's.
 #[derive(Clone)]
@@ -85,7 +91,8 @@ pub struct EngineConfig {
     pub allow_upgrades: bool,
     /// Cross-origin settings; `None` sends no CORS headers.
     pub cors: Option<Cors>,
-    /// Optional hook to refuse handshakes.
+    /// Optional hook to refuse handshakes (and to give accepted sessions a
+    /// guard to hold while they live).
     pub allow_request: Option<AllowRequest>,
     /// How many frames a session may have queued before it is treated as a
     /// slow consumer (see [`crate::engine`] for the policy).

@@ -30,7 +30,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-pub use config::{Cors, CorsOrigins, EngineConfig, Refusal};
+pub use config::{Cors, CorsOrigins, EngineConfig, Refusal, SessionGuard};
 pub use service::{EngineLayer, EngineService, ResponseBody};
 pub use session::{RequestInfo, SendError, Session, TransportKind};
 

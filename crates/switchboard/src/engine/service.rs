@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
 use super::coalesce::Coalesce;
-use super::config::CorsOrigins;
+use super::config::{CorsOrigins, SessionGuard};
 use super::reply::{ErrorCode, Reply, into_response};
 use super::session::{RequestInfo, TransportKind};
 use super::{Engine, EngineHandler, Session, polling, websocket};
@@ -158,7 +158,7 @@ impl<H: EngineHandler> Engine<H> {
                 if !upgrade || !cfg.allow_upgrades {
                     return into_response(Reply::error(ErrorCode::BadRequest, None));
                 }
-                return self.accept_websocket(&mut req, Some(session));
+                return self.accept_websocket(&mut req, Ok(session));
             }
             if session.transport() != TransportKind::Polling {
                 return into_response(Reply::error(ErrorCode::BadRequest, None));
@@ -180,17 +180,24 @@ impl<H: EngineHandler> Engine<H> {
         if q.eio != Some("4") {
             return into_response(Reply::error(ErrorCode::UnsupportedProtocolVersion, None));
         }
+        let mut guard = None;
         if let Some(allow) = &cfg.allow_request {
             let (parts, body) = req.into_parts();
-            if let Err(refusal) = allow(&parts) {
-                return into_response(Reply::error(ErrorCode::Forbidden, Some(&refusal.message)));
+            match allow(&parts) {
+                Ok(g) => guard = g,
+                Err(refusal) => {
+                    return into_response(Reply::error(
+                        ErrorCode::Forbidden,
+                        Some(&refusal.message),
+                    ));
+                }
             }
             req = Request::from_parts(parts, body);
         }
         if transport == TransportKind::WebSocket {
-            return self.accept_websocket(&mut req, None);
+            return self.accept_websocket(&mut req, Err(guard));
         }
-        let session = self.open(TransportKind::Polling, request_info(&req));
+        let session = self.open(TransportKind::Polling, request_info(&req), guard);
         let (frames, _) = session.drain();
         into_response(Reply::payload(crate::protocol::engine::encode_payload(
             &frames,
@@ -198,9 +205,15 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Opens a session: registers it, queues the open packet, starts the
-    /// heartbeat and tells the handler.
-    fn open(&self, transport: TransportKind, info: RequestInfo) -> Arc<Session<H>> {
-        let session = Session::new(Arc::clone(&self.shared), transport, info);
+    /// heartbeat and tells the handler. The session holds `guard` until it
+    /// closes.
+    fn open(
+        &self,
+        transport: TransportKind,
+        info: RequestInfo,
+        guard: Option<SessionGuard>,
+    ) -> Arc<Session<H>> {
+        let session = Session::new(Arc::clone(&self.shared), transport, info, guard);
         let upgrades = transport == TransportKind::Polling
             && self.shared.config.allow_upgrades
             && self.shared.config.websocket;
@@ -213,10 +226,12 @@ impl<H: EngineHandler> Engine<H> {
         session
     }
 
+    /// Upgrades to WebSocket: `Ok` the polling session that upgrades, or
+    /// `Err` the guard of a new session opened on the WebSocket.
     fn accept_websocket<B>(
         &self,
         req: &mut Request<B>,
-        existing: Option<Arc<Session<H>>>,
+        existing: Result<Arc<Session<H>>, Option<SessionGuard>>,
     ) -> Response<Full<Bytes>> {
         let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
         let version_ok = req
@@ -247,9 +262,9 @@ impl<H: EngineHandler> Engine<H> {
             // The connection's long-lived task holds only `run`: the state
             // of this handshake task (request info, upgrade future) is freed.
             match existing {
-                Some(session) => tokio::spawn(websocket::run(session, ws, true)),
-                None => {
-                    let session = engine.open(TransportKind::WebSocket, info);
+                Ok(session) => tokio::spawn(websocket::run(session, ws, true)),
+                Err(guard) => {
+                    let session = engine.open(TransportKind::WebSocket, info, guard);
                     tokio::spawn(websocket::run(session, ws, false))
                 }
             };

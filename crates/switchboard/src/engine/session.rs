@@ -9,7 +9,7 @@ use http::{HeaderMap, Uri};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{CloseReason, EngineHandler, EngineShared};
+use super::{CloseReason, EngineHandler, EngineShared, SessionGuard};
 use crate::protocol::engine::{Frame, Packet};
 use crate::protocol::sid::Sid;
 
@@ -136,6 +136,9 @@ pub(crate) struct State {
     /// When the last pong arrived (or the session opened): the next ping is
     /// due `ping_interval` after it.
     pub(crate) last_pong: Instant,
+    /// What the handshake's admission gave the session to hold until it
+    /// closes ([`crate::engine::EngineConfig::allow_request`]).
+    guard: Option<SessionGuard>,
 }
 
 /// An Engine.IO session, shared by its transports and the upper layer.
@@ -160,6 +163,7 @@ impl<H: EngineHandler> Session<H> {
         shared: Arc<EngineShared<H>>,
         transport: TransportKind,
         request: RequestInfo,
+        guard: Option<SessionGuard>,
     ) -> Arc<Self> {
         let data = shared.handler.new_session_data();
         Arc::new(Session {
@@ -177,6 +181,7 @@ impl<H: EngineHandler> Session<H> {
                 queued_bytes: 0,
                 pong_due: None,
                 last_pong: Instant::now(),
+                guard,
             }),
             wake: Notify::new(),
             closed: Notify::new(),
@@ -319,7 +324,7 @@ impl<H: EngineHandler> Session<H> {
     /// Closes the session at once: removes it, stops its transports and
     /// tells the handler (exactly once).
     pub fn close(self: &Arc<Self>, reason: CloseReason) {
-        {
+        let guard = {
             let mut s = self.lock();
             if s.closed.is_some() {
                 return;
@@ -327,7 +332,9 @@ impl<H: EngineHandler> Session<H> {
             s.closed = Some(reason);
             s.queue.clear();
             s.queued_bytes = 0;
-        }
+            s.guard.take()
+        };
+        drop(guard);
         self.shared.remove(self.id);
         self.closed.notify_waiters();
         self.wake.notify_one();

@@ -32,11 +32,17 @@ enum Inbound {
     Packet(Packet),
     Closed,
     Error(CloseReason),
+    /// A message over `max_payload`: closed with 1009.
+    TooLong,
 }
 
 fn read(msg: Option<Result<Message, tokio_websockets::Error>>) -> Inbound {
     match msg {
         None => Inbound::Closed,
+        Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
+            tracing::debug!(len, max_len, "websocket message over the limit");
+            Inbound::TooLong
+        }
         Some(Err(e)) => {
             tracing::debug!(error = %e, "websocket read error");
             Inbound::Error(CloseReason::TransportError)
@@ -280,10 +286,20 @@ pub(crate) fn run<H: EngineHandler>(
                         return;
                     }
                     Inbound::Error(reason) => {
-                        // A too-long message already has its 1009 close
-                        // queued; a parse error sends its own.
+                        // A protocol error has its close frame queued by the
+                        // framing layer; a parse error sends its own.
                         finish(&mut ws, None, reason == CloseReason::ParseError).await;
                         session.close(reason);
+                        return;
+                    }
+                    Inbound::TooLong => {
+                        // A single frame over the limit has its 1009 queued
+                        // by the framing layer (then this close is refused
+                        // as already closed, and that one goes out); a
+                        // fragmented message over it does not, so it is
+                        // sent here.
+                        finish(&mut ws, Some(CloseCode::MESSAGE_TOO_BIG), true).await;
+                        session.close(CloseReason::TransportError);
                         return;
                     }
                 },
