@@ -633,6 +633,11 @@ class Soak:
             "history_missing": c.history_missing,
         }
         self.samples.append(row)
+        try:
+            with open(os.path.join(tempfile.gettempdir(), f"soak-progress-{os.getpid()}.json"), "w") as f:
+                json.dump({"samples": self.samples, "counters": vars(self.c)}, f)
+        except OSError:
+            pass
         return row
 
     async def sampler(self) -> None:
@@ -1589,6 +1594,16 @@ def report(r: dict, p: Params) -> str:
         f"{s[-1]['server_slow_consumer_disconnects'] if s else 0}; dropped clients that resumed every "
         f"channel without a gap, duplicate or unrecovered answer: {sr['dropped_clients_without_error']} of "
         f"{sr['clients_dropped']}.",
+        "",
+        *(
+            [
+                f"- **resumes refused: {c['resume_refused']}**: a resuming subscribe whose replay is larger than",
+                "  `limits.max_queued_bytes` closed the connection (1008) before its answer (see the reasons below);",
+                "  after two refusals the client subscribed afresh (a reload) and skipped what it missed.",
+            ]
+            if c["resume_refused"]
+            else []
+        ),
         "",
         "Disconnections by protocol and reason (client side):",
         "",
