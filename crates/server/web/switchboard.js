@@ -1,7 +1,12 @@
+// Generated from clients/js/src/index.ts (@switchboard/client) by
+// `npm run build --prefix clients/js`: do not edit here. The web chat
+// imports it; `npm run check:web --prefix clients/js` fails when it differs
+// from a fresh build.
+
 /**
- * switchboard.js: a small browser client for Switchboard's plain WebSocket
+ * @switchboard/client: a small client of Switchboard's plain WebSocket
  * protocol (`/ws`, one JSON object `{type, payload, id, timestamp}` per text
- * message). No dependencies; an ES module.
+ * message). No dependencies; an ES module, for browsers and Node.
  *
  * - Promises for requests, answered by `ack` or `error` with the same id,
  *   each with its own timeout; errors are {@link SwitchboardError} with a
@@ -19,7 +24,7 @@
  *   `close`, `error`.
  *
  * @example
- * import { SwitchboardClient } from "/switchboard.js";
+ * import { SwitchboardClient } from "@switchboard/client";
  * const client = new SwitchboardClient("/ws", { getToken: async () => myToken });
  * client.on("message:chat:lobby", (m) => console.log(m.from, m.data));
  * client.on("state", (s) => console.log("connection:", s));
@@ -27,552 +32,531 @@
  * await client.subscribe("chat:lobby");
  * await client.publish("chat:lobby", { text: "hello" });
  *
- * @module switchboard
+ * @module
  */
-
 /** WebSocket close codes used by the server. */
 export const CloseCode = Object.freeze({
-  NORMAL: 1000,
-  /** The server is shutting down: reconnect. */
-  GOING_AWAY: 1001,
-  /** Invalid JSON or a binary message. */
-  UNSUPPORTED_DATA: 1003,
-  /** Authentication timeout, slow consumer, rate abuse. */
-  POLICY_VIOLATION: 1008,
-  /** A message over the server's size limit. */
-  MESSAGE_TOO_BIG: 1009,
-  /** A backend disconnected the user: do not reconnect on one's own. */
-  DISCONNECTED: 4001,
+    NORMAL: 1000,
+    /** The server is shutting down: reconnect. */
+    GOING_AWAY: 1001,
+    /** Invalid JSON or a binary message. */
+    UNSUPPORTED_DATA: 1003,
+    /** Authentication timeout, slow consumer, rate abuse. */
+    POLICY_VIOLATION: 1008,
+    /** A message over the server's size limit. */
+    MESSAGE_TOO_BIG: 1009,
+    /** A backend disconnected the user: do not reconnect on one's own. */
+    DISCONNECTED: 4001,
 });
-
-/**
- * Connection states, as emitted by the `state` event.
- * @typedef {"idle"|"connecting"|"connected"|"reconnecting"|"offline"|"closed"} ConnectionState
- */
-
-/**
- * A publication as delivered to `message` listeners.
- * @typedef {object} Publication
- * @property {string} channel
- * @property {number} offset   position in the channel (1, 2, 3...)
- * @property {string} epoch    the channel stream's epoch
- * @property {*} data          what was published
- * @property {string|null} from  the publisher's user id (null: a backend)
- * @property {number} time     server time in milliseconds
- * @property {boolean} replayed true when it was missed and replayed on resume
- */
-
 /** An error answered by the server, or a local failure, with a `.code`. */
 export class SwitchboardError extends Error {
-  /**
-   * @param {string} code    stable code (`forbidden`, `rate_limited`, `timeout`...)
-   * @param {string} [message]
-   */
-  constructor(code, message) {
-    super(message || code);
-    this.name = "SwitchboardError";
-    this.code = code;
-  }
+    /** A stable code (`forbidden`, `rate_limited`, `timeout`...). */
+    code;
+    /** The channel, for a refused resubscription. */
+    channel;
+    /**
+     * @param code    stable code (`forbidden`, `rate_limited`, `timeout`...)
+     * @param message a human-readable message (default: the code)
+     */
+    constructor(code, message) {
+        super(message || code);
+        this.name = "SwitchboardError";
+        this.code = code;
+    }
 }
-
 /** Codes of failures that happen on this side of the connection. */
 const LOCAL_CODES = new Set(["timeout", "disconnected", "closed", "offline", "queue_full", "unsubscribed"]);
-
 const DEFAULTS = {
-  /** A fixed token (or use getToken). */
-  token: undefined,
-  /** `async ({refresh}) => token`, called before every authentication; `refresh` is true after the last token was refused. */
-  getToken: undefined,
-  /** First reconnection delay bound, ms (full jitter: a random delay in [0, bound]). */
-  backoffBase: 500,
-  /** Largest reconnection delay bound, ms. */
-  backoffMax: 10_000,
-  /** How long a request waits for its answer once sent, ms. */
-  requestTimeout: 10_000,
-  /** Interval of keep-alive pings while connected (0: none), ms. */
-  pingInterval: 25_000,
-  /** Most requests kept while disconnected. */
-  maxQueue: 500,
-  /** Retries of a request refused with `rate_limited` (after a backoff delay). */
-  rateLimitRetries: 3,
-  /** The WebSocket constructor (e.g. the `ws` package outside browsers). */
-  WebSocket: globalThis.WebSocket,
+    backoffBase: 500,
+    backoffMax: 10_000,
+    requestTimeout: 10_000,
+    pingInterval: 25_000,
+    maxQueue: 500,
+    rateLimitRetries: 3,
 };
-
 const hasWindow = typeof window !== "undefined" && typeof window.addEventListener === "function";
 const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;
-
-/** Resolves `/ws` against the page: `ws://host/ws` (or `wss:` under https). */
+/** Resolves `/ws` against the page: `ws://host/ws` (or `wss:` under https). Outside a page a relative URL stays as it is. */
 function resolveUrl(url) {
-  const base = typeof location !== "undefined" ? location.href : undefined;
-  const u = new URL(url, base);
-  if (u.protocol === "http:") u.protocol = "ws:";
-  if (u.protocol === "https:") u.protocol = "wss:";
-  return u.href;
+    let u;
+    try {
+        u = new URL(url, typeof location !== "undefined" ? location.href : undefined);
+    }
+    catch {
+        return url;
+    }
+    if (u.protocol === "http:")
+        u.protocol = "ws:";
+    if (u.protocol === "https:")
+        u.protocol = "wss:";
+    return u.href;
 }
-
 /** A client of one Switchboard server over `/ws`. */
 export class SwitchboardClient {
-  /**
-   * @param {string} url  `/ws`, or an absolute `ws://`/`wss://`/`http(s)://` URL
-   * @param {Partial<typeof DEFAULTS>} [options]
-   */
-  constructor(url, options = {}) {
-    this.url = resolveUrl(url);
-    this.options = { ...DEFAULTS, ...options };
-    /** @type {ConnectionState} */
-    this.state = "idle";
+    /** The server's WebSocket URL. */
+    url;
+    /** The options, with their defaults. */
+    options;
+    /** The connection state. */
+    state = "idle";
     /** `{user, name}` once authenticated. */
-    this.user = null;
-    this._ws = null;
-    this._nextId = 1;
-    /** id -> {resolve, reject, timer} of requests sent on the current socket. */
-    this._pending = new Map();
-    /** Requests made while not connected: {type, payload, timeout, resolve, reject}. */
-    this._queue = [];
-    /** channel -> {name, offset, epoch, recover, active, waiters} */
-    this._channels = new Map();
-    this._listeners = new Map();
-    this._attempt = 0;
-    this._timer = null;
-    this._pingTimer = null;
-    this._stopped = true;
-    this._refreshToken = false;
-    this._onOnline = () => this._online();
-    this._onOffline = () => this._offline();
-  }
-
-  // ---- events -------------------------------------------------------------
-
-  /**
-   * Adds a listener. Events: `message`, `message:<channel>` ({@link Publication}),
-   * `join`/`leave` and `join:<channel>`/`leave:<channel>` (`{channel, user, name}`),
-   * `subscribed` (`{channel, offset, epoch, resumed}`), `reset`
-   * (`{channel, offset, epoch}`: history lost, reload), `state`
-   * ({@link ConnectionState}), `close` (`{code, reason}`), `error` ({@link SwitchboardError}).
-   * @param {string} event
-   * @param {Function} fn
-   * @returns {() => void} removes the listener
-   */
-  on(event, fn) {
-    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
-    this._listeners.get(event).add(fn);
-    return () => this.off(event, fn);
-  }
-
-  /** Removes a listener added with {@link on}. */
-  off(event, fn) {
-    this._listeners.get(event)?.delete(fn);
-  }
-
-  _emit(event, value) {
-    for (const fn of [...(this._listeners.get(event) ?? [])]) {
-      try {
-        fn(value);
-      } catch (err) {
-        // A broken listener must not break the connection.
-        (globalThis.reportError ?? console.error)(err);
-      }
+    user = null;
+    _ws = null;
+    _nextId = 1;
+    /** id -> request sent on the current socket. */
+    _pending = new Map();
+    /** Requests made while not connected. */
+    _queue = [];
+    _channels = new Map();
+    _listeners = new Map();
+    _attempt = 0;
+    _timer;
+    _pingTimer;
+    _stopped = true;
+    _refreshToken = false;
+    _onOnline = () => this._online();
+    _onOffline = () => this._offline();
+    /**
+     * @param url     `/ws`, or an absolute `ws://`/`wss://`/`http(s)://` URL
+     * @param options see {@link ClientOptions}
+     */
+    constructor(url, options = {}) {
+        this.url = resolveUrl(url);
+        this.options = { ...DEFAULTS, ...options };
     }
-  }
-
-  _setState(state) {
-    if (state === this.state) return;
-    this.state = state;
-    this._emit("state", state);
-  }
-
-  // ---- connection -----------------------------------------------------------
-
-  /** Opens the connection (and keeps it open until {@link close}). */
-  connect() {
-    if (!this._stopped) return this;
-    this._stopped = false;
-    this._attempt = 0;
-    if (hasWindow) {
-      window.addEventListener("online", this._onOnline);
-      window.addEventListener("offline", this._onOffline);
+    // ---- events -------------------------------------------------------------
+    /**
+     * Adds a listener. Events: `message`, `message:<channel>` ({@link Publication}),
+     * `join`/`leave` and `join:<channel>`/`leave:<channel>` (`{channel, user, name}`),
+     * `subscribed`, `reset` (history lost: reload), `state`, `close`, `error`.
+     * @returns a function that removes the listener
+     */
+    on(event, fn) {
+        let set = this._listeners.get(event);
+        if (!set)
+            this._listeners.set(event, (set = new Set()));
+        set.add(fn);
+        return () => this.off(event, fn);
     }
-    this._open();
-    return this;
-  }
-
-  /** Closes the connection for good; pending and queued requests fail with `closed`. */
-  close() {
-    this._stopped = true;
-    if (hasWindow) {
-      window.removeEventListener("online", this._onOnline);
-      window.removeEventListener("offline", this._onOffline);
+    /** Removes a listener added with {@link on}. */
+    off(event, fn) {
+        this._listeners.get(event)?.delete(fn);
     }
-    clearTimeout(this._timer);
-    if (this._ws) this._drop(this._ws, CloseCode.NORMAL, "client closed");
-    this._failQueue("closed");
-    this._setState("closed");
-  }
-
-  _open() {
-    clearTimeout(this._timer);
-    this._timer = null;
-    if (this._stopped) return;
-    if (isOffline()) {
-      this._setState("offline");
-      return;
+    _emit(event, value) {
+        for (const fn of [...(this._listeners.get(event) ?? [])]) {
+            try {
+                fn(value);
+            }
+            catch (err) {
+                // A broken listener must not break the connection.
+                (globalThis.reportError ?? console.error)(err);
+            }
+        }
     }
-    this._setState(this.state === "idle" || this.state === "connecting" || this.state === "closed" ? "connecting" : "reconnecting");
-    let ws;
-    try {
-      ws = new this.options.WebSocket(this.url);
-    } catch (err) {
-      this._emit("error", new SwitchboardError("connect_failed", err.message));
-      this._scheduleReconnect();
-      return;
+    _setState(state) {
+        if (state === this.state)
+            return;
+        this.state = state;
+        this._emit("state", state);
     }
-    this._ws = ws;
-    ws.onopen = () => this._handshake(ws);
-    ws.onmessage = (e) => this._receive(e.data);
-    ws.onclose = (e) => this._closed(ws, e.code, e.reason);
-    ws.onerror = () => {}; // a close event follows
-  }
-
-  /** Authenticates, subscribes again, then sends what was queued. */
-  async _handshake(ws) {
-    try {
-      const token = this.options.getToken
-        ? await this.options.getToken({ refresh: this._refreshToken })
-        : this.options.token;
-      if (ws !== this._ws) return;
-      let me;
-      try {
-        me = await this._send(ws, "auth", { token });
-      } catch (err) {
-        if (!LOCAL_CODES.has(err.code)) {
-          // The token was refused: get a new one next time, or give up.
-          this._refreshToken = true;
-          if (!this.options.getToken) {
-            this._emit("error", err);
+    // ---- connection -----------------------------------------------------------
+    /** Opens the connection (and keeps it open until {@link close}). */
+    connect() {
+        if (!this._stopped)
+            return this;
+        this._stopped = false;
+        this._attempt = 0;
+        if (hasWindow) {
+            window.addEventListener("online", this._onOnline);
+            window.addEventListener("offline", this._onOffline);
+        }
+        this._open();
+        return this;
+    }
+    /** Closes the connection for good; pending and queued requests fail with `closed`. */
+    close() {
+        this._stopped = true;
+        if (hasWindow) {
+            window.removeEventListener("online", this._onOnline);
+            window.removeEventListener("offline", this._onOffline);
+        }
+        clearTimeout(this._timer);
+        if (this._ws)
+            this._drop(this._ws, CloseCode.NORMAL, "client closed");
+        this._failQueue("closed");
+        this._setState("closed");
+    }
+    _open() {
+        clearTimeout(this._timer);
+        this._timer = undefined;
+        if (this._stopped)
+            return;
+        if (isOffline()) {
+            this._setState("offline");
+            return;
+        }
+        const first = this.state === "idle" || this.state === "connecting" || this.state === "closed";
+        this._setState(first ? "connecting" : "reconnecting");
+        let ws;
+        try {
+            const Ctor = this.options.WebSocket ?? globalThis.WebSocket;
+            ws = new Ctor(resolveUrl(this.url));
+        }
+        catch (err) {
+            this._emit("error", new SwitchboardError("connect_failed", err.message));
+            this._scheduleReconnect();
+            return;
+        }
+        this._ws = ws;
+        ws.onopen = () => this._handshake(ws);
+        ws.onmessage = (e) => this._receive(e.data);
+        ws.onclose = (e) => this._closed(ws, e.code, e.reason);
+        ws.onerror = () => { }; // a close event follows
+    }
+    /** Authenticates, subscribes again, then sends what was queued. */
+    async _handshake(ws) {
+        try {
+            const { getToken, token } = this.options;
+            const current = getToken ? await getToken({ refresh: this._refreshToken }) : token;
+            if (ws !== this._ws)
+                return;
+            let me;
+            try {
+                me = await this._send(ws, "auth", { token: current });
+            }
+            catch (err) {
+                if (!LOCAL_CODES.has(err.code)) {
+                    // The token was refused: get a new one next time, or give up.
+                    this._refreshToken = true;
+                    if (!getToken) {
+                        this._emit("error", err);
+                        this.close();
+                        return;
+                    }
+                }
+                throw err;
+            }
+            this._refreshToken = false;
+            this.user = me;
+            // Subscribe again (resuming); a channel the server now refuses is
+            // dropped by _subscribeNow, a lost connection starts over.
+            const results = await Promise.allSettled([...this._channels.values()].map((ch) => this._subscribeNow(ws, ch)));
+            const lost = results.find((r) => r.status === "rejected" && LOCAL_CODES.has(r.reason?.code));
+            if (lost)
+                throw lost.reason;
+            if (ws !== this._ws)
+                return;
+            this._attempt = 0;
+            this._setState("connected");
+            this._startPing(ws);
+            // Channels added during the handshake, then what waited in the queue
+            // (in order, after the subscriptions it may need).
+            for (const ch of this._channels.values()) {
+                if (!ch.active && !ch.busy)
+                    this._subscribeNow(ws, ch).catch(() => { });
+            }
+            for (const q of this._queue.splice(0))
+                this._dispatch(ws, q);
+        }
+        catch (err) {
+            if (ws !== this._ws)
+                return;
+            if (!LOCAL_CODES.has(err.code))
+                this._emit("error", err);
+            this._drop(ws, 4000, "handshake failed");
+        }
+    }
+    /** Forgets a socket (closing it) and runs the close logic right away. */
+    _drop(ws, code, reason) {
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        // Closing a socket still connecting makes the `ws` package emit an
+        // error, which Node throws when nobody listens.
+        ws.onerror = () => { };
+        try {
+            ws.close(code === 4000 || code === CloseCode.NORMAL ? code : 4000, reason);
+        }
+        catch {
+            /* already closed */
+        }
+        this._closed(ws, code, reason);
+    }
+    _closed(ws, code, reason) {
+        if (ws !== this._ws)
+            return;
+        this._ws = null;
+        clearInterval(this._pingTimer);
+        for (const ch of this._channels.values())
+            ch.active = false;
+        for (const [id, p] of this._pending) {
+            clearTimeout(p.timer);
+            p.reject(new SwitchboardError("disconnected", "the connection was lost"));
+            this._pending.delete(id);
+        }
+        this._emit("close", { code, reason });
+        if (this._stopped)
+            return;
+        if (code === CloseCode.DISCONNECTED) {
+            // A backend disconnected the user: stay disconnected.
+            this._emit("error", new SwitchboardError("disconnected_by_server", reason || "disconnected by the server"));
             this.close();
             return;
-          }
         }
-        throw err;
-      }
-      this._refreshToken = false;
-      this.user = me;
-      // Subscribe again (resuming); a channel the server now refuses is
-      // dropped by _subscribeNow, a lost connection starts over.
-      const results = await Promise.allSettled([...this._channels.values()].map((ch) => this._subscribeNow(ws, ch)));
-      const lost = results.find((r) => r.status === "rejected" && LOCAL_CODES.has(r.reason?.code));
-      if (lost) throw lost.reason;
-      if (ws !== this._ws) return;
-      this._attempt = 0;
-      this._setState("connected");
-      this._startPing(ws);
-      // Channels added during the handshake, then what waited in the queue
-      // (in order, after the subscriptions it may need).
-      for (const ch of this._channels.values()) {
-        if (!ch.active) this._subscribeNow(ws, ch).catch(() => {});
-      }
-      for (const q of this._queue.splice(0)) this._dispatch(ws, q);
-    } catch (err) {
-      if (ws !== this._ws) return;
-      if (!LOCAL_CODES.has(err.code)) this._emit("error", err);
-      this._drop(ws, 4000, "handshake failed");
+        this._scheduleReconnect();
     }
-  }
-
-  /** Forgets a socket (closing it) and runs the close logic right away. */
-  _drop(ws, code, reason) {
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    try {
-      ws.close(code === 4000 || code === CloseCode.NORMAL ? code : 4000, reason);
-    } catch {
-      /* already closed */
+    _scheduleReconnect() {
+        clearTimeout(this._timer);
+        if (this._stopped)
+            return;
+        if (isOffline()) {
+            this._setState("offline"); // the `online` event reconnects
+            return;
+        }
+        this._setState("reconnecting");
+        const { backoffBase, backoffMax } = this.options;
+        const bound = Math.min(backoffMax, backoffBase * 2 ** this._attempt);
+        this._attempt += 1;
+        this._timer = setTimeout(() => this._open(), Math.random() * bound);
     }
-    this._closed(ws, code, reason);
-  }
-
-  _closed(ws, code, reason) {
-    if (ws !== this._ws) return;
-    this._ws = null;
-    clearInterval(this._pingTimer);
-    for (const ch of this._channels.values()) ch.active = false;
-    for (const [id, p] of this._pending) {
-      clearTimeout(p.timer);
-      p.reject(new SwitchboardError("disconnected", "the connection was lost"));
-      this._pending.delete(id);
+    _online() {
+        if (this._stopped || this._ws)
+            return;
+        this._attempt = 0;
+        this._open();
     }
-    this._emit("close", { code, reason });
-    if (this._stopped) return;
-    if (code === CloseCode.DISCONNECTED) {
-      // A backend disconnected the user: stay disconnected.
-      this._emit("error", new SwitchboardError("disconnected_by_server", reason || "disconnected by the server"));
-      this.close();
-      return;
+    _offline() {
+        if (this._stopped)
+            return;
+        if (this._ws && this.state === "connected") {
+            // The socket may still work (or be dead): a ping tells.
+            this._checkAlive(this._ws);
+            return;
+        }
+        clearTimeout(this._timer);
+        if (this._ws)
+            this._drop(this._ws, 4000, "offline");
+        else
+            this._setState("offline");
     }
-    this._scheduleReconnect();
-  }
-
-  _scheduleReconnect() {
-    clearTimeout(this._timer);
-    if (this._stopped) return;
-    if (isOffline()) {
-      this._setState("offline"); // the `online` event reconnects
-      return;
+    _startPing(ws) {
+        clearInterval(this._pingTimer);
+        if (!this.options.pingInterval)
+            return;
+        this._pingTimer = setInterval(() => this._checkAlive(ws), this.options.pingInterval);
     }
-    this._setState("reconnecting");
-    const { backoffBase, backoffMax } = this.options;
-    const bound = Math.min(backoffMax, backoffBase * 2 ** this._attempt);
-    this._attempt += 1;
-    this._timer = setTimeout(() => this._open(), Math.random() * bound);
-  }
-
-  _online() {
-    if (this._stopped || this._ws) return;
-    this._attempt = 0;
-    this._open();
-  }
-
-  _offline() {
-    if (this._stopped) return;
-    if (this._ws && this.state === "connected") {
-      // The socket may still work (or be dead): a ping tells.
-      this._checkAlive(this._ws);
-      return;
+    _checkAlive(ws) {
+        this._send(ws, "ping", undefined).catch((err) => {
+            if (err.code === "timeout" && ws === this._ws)
+                this._drop(ws, 4000, "ping timeout");
+        });
     }
-    clearTimeout(this._timer);
-    if (this._ws) this._drop(this._ws, 4000, "offline");
-    else this._setState("offline");
-  }
-
-  _startPing(ws) {
-    clearInterval(this._pingTimer);
-    if (!this.options.pingInterval) return;
-    this._pingTimer = setInterval(() => this._checkAlive(ws), this.options.pingInterval);
-  }
-
-  _checkAlive(ws) {
-    this._send(ws, "ping", undefined).catch((err) => {
-      if (err.code === "timeout" && ws === this._ws) this._drop(ws, 4000, "ping timeout");
-    });
-  }
-
-  // ---- requests -------------------------------------------------------------
-
-  /** Sends one request on `ws`; resolves with the ack's payload. */
-  _send(ws, type, payload, timeout = this.options.requestTimeout) {
-    return new Promise((resolve, reject) => {
-      if (ws !== this._ws || ws.readyState !== 1) {
-        reject(new SwitchboardError("disconnected", "not connected"));
-        return;
-      }
-      const id = this._nextId++;
-      const timer = setTimeout(() => {
-        this._pending.delete(id);
-        reject(new SwitchboardError("timeout", `no answer to ${type} within ${timeout} ms`));
-      }, timeout);
-      this._pending.set(id, { resolve, reject, timer });
-      const msg = { type, id, timestamp: Date.now() };
-      if (payload !== undefined) msg.payload = payload;
-      ws.send(JSON.stringify(msg));
-    });
-  }
-
-  /** Sends a queued or new request, retrying `rate_limited` refusals after a delay. */
-  _dispatch(ws, q) {
-    this._send(ws, q.type, q.payload, q.timeout).then(q.resolve, (err) => {
-      if (err.code === "rate_limited" && (q.retries ?? 0) < this.options.rateLimitRetries) {
-        q.retries = (q.retries ?? 0) + 1;
-        const delay = Math.random() * this.options.backoffBase * 2 ** q.retries;
-        setTimeout(() => this._request(q), delay);
-        return;
-      }
-      q.reject(err);
-    });
-  }
-
-  _request(q) {
-    if (this.state === "connected" && this._ws) this._dispatch(this._ws, q);
-    else if (this.state === "closed") q.reject(new SwitchboardError("closed", "the client is closed"));
-    else if (!q.queue) q.reject(new SwitchboardError("offline", "not connected"));
-    else if (this._queue.length >= this.options.maxQueue) q.reject(new SwitchboardError("queue_full", "too many requests waiting for the connection"));
-    else this._queue.push(q);
-  }
-
-  _failQueue(code) {
-    for (const q of this._queue.splice(0)) q.reject(new SwitchboardError(code, "the client is closed"));
-  }
-
-  /**
-   * Sends any request; resolves with the ack's payload. While disconnected
-   * the request waits in the offline queue (unless `queue: false`: it fails
-   * with `offline` at once); `timeout` counts from the moment it is sent.
-   * @param {string} type
-   * @param {object} [payload]
-   * @param {{timeout?: number, queue?: boolean}} [opts]
-   * @returns {Promise<any>}
-   */
-  request(type, payload, { timeout = this.options.requestTimeout, queue = true } = {}) {
-    return new Promise((resolve, reject) => this._request({ type, payload, timeout, queue, resolve, reject }));
-  }
-
-  /**
-   * Publishes `data` to `channel`; resolves with `{channel, offset, epoch}`.
-   * @param {string} channel
-   * @param {*} data
-   * @param {{timeout?: number, queue?: boolean}} [opts]
-   */
-  publish(channel, data, opts) {
-    return this.request("message", { channel, data }, opts);
-  }
-
-  /**
-   * Who is present in a channel: resolves with `[{user, name, connections}]`.
-   * @param {string} channel
-   */
-  async presence(channel, opts) {
-    return (await this.request("presence", { channel }, opts)).presence;
-  }
-
-  /**
-   * The last publications of a channel: resolves with
-   * `{channel, offset, epoch, publications: [{offset, data, from, time_ms}]}`.
-   * @param {string} channel
-   * @param {{limit?: number, timeout?: number, queue?: boolean}} [opts]
-   */
-  history(channel, { limit, ...opts } = {}) {
-    return this.request("history", limit === undefined ? { channel } : { channel, limit }, opts);
-  }
-
-  // ---- subscriptions ----------------------------------------------------------
-
-  /**
-   * Subscribes to a channel, now or as soon as connected; resolves with
-   * `{channel, offset, epoch, resumed}` once the server acknowledged. After
-   * a reconnection the channel is subscribed again from the last position
-   * seen. `since` starts from a position saved earlier (what follows it is
-   * replayed); `recover: false` never resumes (ephemeral channels).
-   * @param {string} channel
-   * @param {{since?: {offset: number, epoch: string}, recover?: boolean}} [opts]
-   */
-  subscribe(channel, { since, recover = true } = {}) {
-    let ch = this._channels.get(channel);
-    if (!ch) {
-      ch = { name: channel, offset: since?.offset ?? 0, epoch: since?.epoch ?? null, recover, active: false, waiters: [] };
-      this._channels.set(channel, ch);
+    // ---- requests -------------------------------------------------------------
+    /** Sends one request on `ws`; resolves with the ack's payload. */
+    _send(ws, type, payload, timeout = this.options.requestTimeout) {
+        return new Promise((resolve, reject) => {
+            if (ws !== this._ws || ws.readyState !== 1) {
+                reject(new SwitchboardError("disconnected", "not connected"));
+                return;
+            }
+            const id = this._nextId++;
+            const timer = setTimeout(() => {
+                this._pending.delete(id);
+                reject(new SwitchboardError("timeout", `no answer to ${type} within ${timeout} ms`));
+            }, timeout);
+            this._pending.set(id, { resolve, reject, timer });
+            const msg = { type, id, timestamp: Date.now() };
+            if (payload !== undefined)
+                msg.payload = payload;
+            ws.send(JSON.stringify(msg));
+        });
     }
-    if (ch.active) return Promise.resolve({ channel, offset: ch.offset, epoch: ch.epoch, resumed: false });
-    return new Promise((resolve, reject) => {
-      ch.waiters.push({ resolve, reject });
-      if (this.state === "connected" && this._ws) this._subscribeNow(this._ws, ch).catch(() => {});
-    });
-  }
-
-  /**
-   * Stops a subscription (and its resumption).
-   * @param {string} channel
-   */
-  async unsubscribe(channel) {
-    const ch = this._channels.get(channel);
-    if (!ch) return { channel };
-    this._channels.delete(channel);
-    for (const w of ch.waiters.splice(0)) w.reject(new SwitchboardError("unsubscribed", `${channel} was unsubscribed`));
-    if (this.state !== "connected" || !this._ws) return { channel };
-    return this._send(this._ws, "unsubscribe", { channel });
-  }
-
-  /** The last position seen in a channel (`{offset, epoch}`), to save and pass as `since` later. */
-  position(channel) {
-    const ch = this._channels.get(channel);
-    return ch && ch.epoch !== null ? { offset: ch.offset, epoch: ch.epoch } : undefined;
-  }
-
-  /** The channels subscribed (or to be subscribed once connected). */
-  channels() {
-    return [...this._channels.keys()];
-  }
-
-  async _subscribeNow(ws, ch) {
-    const payload = { channel: ch.name };
-    const resume = ch.recover && ch.epoch !== null;
-    if (resume) payload.since = { offset: ch.offset, epoch: ch.epoch };
-    let ack;
-    try {
-      ack = await this._send(ws, "subscribe", payload);
-    } catch (err) {
-      if (!LOCAL_CODES.has(err.code) && this._channels.get(ch.name) === ch) {
-        // Refused by the server (forbidden...): forget the channel.
-        this._channels.delete(ch.name);
-        for (const w of ch.waiters.splice(0)) w.reject(err);
-        this._emit("error", Object.assign(err, { channel: ch.name }));
-      }
-      throw err;
+    /** Sends a queued or new request, retrying `rate_limited` refusals after a delay. */
+    _dispatch(ws, q) {
+        this._send(ws, q.type, q.payload, q.timeout).then(q.resolve, (err) => {
+            const retries = q.retries ?? 0;
+            if (err.code === "rate_limited" && retries < this.options.rateLimitRetries) {
+                q.retries = retries + 1;
+                const delay = Math.random() * this.options.backoffBase * 2 ** q.retries;
+                setTimeout(() => this._request(q), delay);
+                return;
+            }
+            q.reject(err);
+        });
     }
-    if (this._channels.get(ch.name) !== ch) return ack; // unsubscribed meanwhile
-    if (resume && !ack.recovered) {
-      ch.offset = ack.offset;
-      ch.epoch = ack.epoch;
-      this._emit("reset", { channel: ch.name, offset: ack.offset, epoch: ack.epoch });
-    } else {
-      for (const p of ack.publications ?? []) {
-        this._publication({ channel: ch.name, epoch: ack.epoch, ...p }, p.time_ms, true);
-      }
-      if (ch.epoch !== ack.epoch || ack.offset > ch.offset) {
-        ch.offset = ack.offset;
-        ch.epoch = ack.epoch;
-      }
+    _request(q) {
+        if (this.state === "connected" && this._ws)
+            this._dispatch(this._ws, q);
+        else if (this.state === "closed")
+            q.reject(new SwitchboardError("closed", "the client is closed"));
+        else if (!q.queue)
+            q.reject(new SwitchboardError("offline", "not connected"));
+        else if (this._queue.length >= this.options.maxQueue)
+            q.reject(new SwitchboardError("queue_full", "too many requests waiting for the connection"));
+        else
+            this._queue.push(q);
     }
-    ch.active = true;
-    const result = { channel: ch.name, offset: ch.offset, epoch: ch.epoch, resumed: resume && ack.recovered };
-    this._emit("subscribed", result);
-    for (const w of ch.waiters.splice(0)) w.resolve(result);
-    return result;
-  }
-
-  // ---- incoming -------------------------------------------------------------
-
-  _receive(text) {
-    let msg;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      this._emit("error", new SwitchboardError("bad_message", "the server sent invalid JSON"));
-      return;
+    _failQueue(code) {
+        for (const q of this._queue.splice(0))
+            q.reject(new SwitchboardError(code, "the client is closed"));
     }
-    if (msg.id !== undefined && this._pending.has(msg.id)) {
-      const p = this._pending.get(msg.id);
-      this._pending.delete(msg.id);
-      clearTimeout(p.timer);
-      if (msg.type === "error") p.reject(new SwitchboardError(msg.payload?.code ?? "error", msg.payload?.message));
-      else p.resolve(msg.payload ?? null);
-      return;
+    /**
+     * Sends any request; resolves with the ack's payload. While disconnected
+     * the request waits in the offline queue (unless `queue: false`: it fails
+     * with `offline` at once); `timeout` counts from the moment it is sent.
+     */
+    request(type, payload, { timeout = this.options.requestTimeout, queue = true } = {}) {
+        return new Promise((resolve, reject) => this._request({ type, payload, timeout, queue, resolve, reject }));
     }
-    switch (msg.type) {
-      case "message":
-        this._publication(msg.payload, msg.timestamp, false);
-        break;
-      case "join":
-      case "leave":
-        this._emit(msg.type, msg.payload);
-        this._emit(`${msg.type}:${msg.payload.channel}`, msg.payload);
-        break;
-      case "error":
-        this._emit("error", new SwitchboardError(msg.payload?.code ?? "error", msg.payload?.message));
-        break;
-      default:
-        break; // pong, answers to forgotten requests
+    /** Publishes `data` to `channel`; resolves with `{channel, offset, epoch}`. */
+    publish(channel, data, opts) {
+        return this.request("message", { channel, data }, opts);
     }
-  }
-
-  /** Delivers a publication once: an offset already seen in the same epoch is dropped. */
-  _publication(p, time, replayed) {
-    const ch = this._channels.get(p.channel);
-    if (!ch) return;
-    if (ch.epoch === p.epoch && p.offset <= ch.offset) return;
-    ch.offset = p.offset;
-    ch.epoch = p.epoch;
-    /** @type {Publication} */
-    const event = { channel: p.channel, offset: p.offset, epoch: p.epoch, data: p.data, from: p.from ?? null, time: time ?? Date.now(), replayed };
-    this._emit("message", event);
-    this._emit(`message:${p.channel}`, event);
-  }
+    /** Who is present in a channel: resolves with `[{user, name, connections}]`. */
+    async presence(channel, opts) {
+        return (await this.request("presence", { channel }, opts)).presence;
+    }
+    /** The last publications of a channel (at most `limit`), oldest first. */
+    history(channel, { limit, ...opts } = {}) {
+        return this.request("history", limit === undefined ? { channel } : { channel, limit }, opts);
+    }
+    // ---- subscriptions ----------------------------------------------------------
+    /**
+     * Subscribes to a channel, now or as soon as connected; resolves once the
+     * server acknowledged (at once when already subscribed). After a
+     * reconnection the channel is subscribed again from the last position
+     * seen. `since` starts from a position saved earlier (what follows it is
+     * replayed); `recover: false` never resumes (ephemeral channels).
+     */
+    subscribe(channel, { since, recover = true } = {}) {
+        let ch = this._channels.get(channel);
+        if (!ch) {
+            ch = { name: channel, offset: since?.offset ?? 0, epoch: since?.epoch ?? null, recover, active: false, busy: false, waiters: [] };
+            this._channels.set(channel, ch);
+        }
+        if (ch.active)
+            return Promise.resolve({ channel, offset: ch.offset, epoch: ch.epoch, resumed: false });
+        const wanted = ch;
+        return new Promise((resolve, reject) => {
+            wanted.waiters.push({ resolve, reject });
+            if (this.state === "connected" && this._ws && !wanted.busy)
+                this._subscribeNow(this._ws, wanted).catch(() => { });
+        });
+    }
+    /** Stops a subscription (and its resumption). */
+    async unsubscribe(channel) {
+        const ch = this._channels.get(channel);
+        if (!ch)
+            return { channel };
+        this._channels.delete(channel);
+        for (const w of ch.waiters.splice(0))
+            w.reject(new SwitchboardError("unsubscribed", `${channel} was unsubscribed`));
+        if (this.state !== "connected" || !this._ws)
+            return { channel };
+        return this._send(this._ws, "unsubscribe", { channel });
+    }
+    /** The last position seen in a channel, to save and pass as `since` later. */
+    position(channel) {
+        const ch = this._channels.get(channel);
+        return ch && ch.epoch !== null ? { offset: ch.offset, epoch: ch.epoch } : undefined;
+    }
+    /** The channels subscribed (or to be subscribed once connected). */
+    channels() {
+        return [...this._channels.keys()];
+    }
+    async _subscribeNow(ws, ch) {
+        const payload = { channel: ch.name };
+        const resume = ch.recover && ch.epoch !== null;
+        if (resume)
+            payload.since = { offset: ch.offset, epoch: ch.epoch };
+        let ack;
+        ch.busy = true;
+        try {
+            ack = await this._send(ws, "subscribe", payload);
+        }
+        catch (err) {
+            const e = err;
+            if (!LOCAL_CODES.has(e.code) && this._channels.get(ch.name) === ch) {
+                // Refused by the server (forbidden...): forget the channel.
+                this._channels.delete(ch.name);
+                for (const w of ch.waiters.splice(0))
+                    w.reject(e);
+                e.channel = ch.name;
+                this._emit("error", e);
+            }
+            throw e;
+        }
+        finally {
+            ch.busy = false;
+        }
+        if (this._channels.get(ch.name) !== ch)
+            return ack; // unsubscribed meanwhile
+        if (resume && !ack.recovered) {
+            ch.offset = ack.offset;
+            ch.epoch = ack.epoch;
+            this._emit("reset", { channel: ch.name, offset: ack.offset, epoch: ack.epoch });
+        }
+        else {
+            for (const p of ack.publications ?? []) {
+                this._publication({ channel: ch.name, epoch: ack.epoch, ...p }, p.time_ms, true);
+            }
+            if (ch.epoch !== ack.epoch || ack.offset > ch.offset) {
+                ch.offset = ack.offset;
+                ch.epoch = ack.epoch;
+            }
+        }
+        ch.active = true;
+        const result = { channel: ch.name, offset: ch.offset, epoch: ch.epoch, resumed: resume && ack.recovered };
+        this._emit("subscribed", result);
+        for (const w of ch.waiters.splice(0))
+            w.resolve(result);
+        return result;
+    }
+    // ---- incoming -------------------------------------------------------------
+    _receive(text) {
+        let msg;
+        try {
+            msg = JSON.parse(String(text));
+        }
+        catch {
+            this._emit("error", new SwitchboardError("bad_message", "the server sent invalid JSON"));
+            return;
+        }
+        const p = msg.id !== undefined ? this._pending.get(msg.id) : undefined;
+        if (p) {
+            this._pending.delete(msg.id);
+            clearTimeout(p.timer);
+            if (msg.type === "error")
+                p.reject(new SwitchboardError(msg.payload?.code ?? "error", msg.payload?.message));
+            else
+                p.resolve(msg.payload ?? null);
+            return;
+        }
+        switch (msg.type) {
+            case "message":
+                this._publication(msg.payload, msg.timestamp, false);
+                break;
+            case "join":
+            case "leave":
+                this._emit(msg.type, msg.payload);
+                this._emit(`${msg.type}:${msg.payload.channel}`, msg.payload);
+                break;
+            case "error":
+                this._emit("error", new SwitchboardError(msg.payload?.code ?? "error", msg.payload?.message));
+                break;
+            default:
+                break; // pong, answers to forgotten requests
+        }
+    }
+    /** Delivers a publication once: an offset already seen in the same epoch is dropped. */
+    _publication(p, time, replayed) {
+        const ch = this._channels.get(p.channel);
+        if (!ch)
+            return;
+        if (ch.epoch === p.epoch && p.offset <= ch.offset)
+            return;
+        ch.offset = p.offset;
+        ch.epoch = p.epoch;
+        const event = { channel: p.channel, offset: p.offset, epoch: p.epoch, data: p.data, from: p.from ?? null, time: time ?? Date.now(), replayed };
+        this._emit("message", event);
+        this._emit(`message:${p.channel}`, event);
+    }
 }
