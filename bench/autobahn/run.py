@@ -10,6 +10,10 @@ bench/autobahn/reports/<name>/index.json (kosoku's index, one entry per
 case) and summary.txt (counts per behaviour, every case that is not OK with
 kosoku's explanation).
 
+With --runner wstest the classic runner (autobahntestsuite on Python 2.7,
+installed by run.sh) drives the same cases instead, as a cross-check; its
+reports go to <name>-wstest.
+
 Exit status: 0 when every case's behaviour is OK, NON-STRICT or
 INFORMATIONAL and its closing behaviour OK or INFORMATIONAL; 1 otherwise,
 or when no case ran, or when the server died.
@@ -140,8 +144,35 @@ def run_kosoku(port: int, args: list[str], raw: Path, parallelism: int) -> int:
     return done.returncode
 
 
+def run_wstest(
+    port: int, agent: str, cases: list[str], exclude: list[str], raw: Path, py2: str, site: str
+) -> int:
+    """Runs the classic runner (autobahntestsuite, Python 2) on the same cases."""
+    raw.mkdir(parents=True)
+    spec = {
+        "outdir": str(raw),
+        "servers": [{"agent": agent, "url": f"ws://127.0.0.1:{port}"}],
+        "cases": cases,
+        "exclude-cases": exclude,
+        "exclude-agent-cases": {},
+    }
+    (raw / "spec.json").write_text(json.dumps(spec))
+    # Its packages sit in a --prefix install whose .pth files (zope's
+    # namespace) only count for a site directory.
+    boot = (
+        f"import site, sys; site.addsitedir({site!r}); "
+        "sys.argv = ['wstest', '-m', 'fuzzingclient', '-s', sys.argv[1]]; "
+        "from autobahntestsuite.wstest import run; run()"
+    )
+    cmd = ["nice", "-n", "19", py2, "-c", boot, str(raw / "spec.json")]
+    print("autobahn: wstest -m fuzzingclient -s", raw / "spec.json", file=sys.stderr)
+    with open(raw / "wstest.log", "w") as log:
+        done = subprocess.run(cmd, timeout=RUN_DEADLINE_S, stdout=log, stderr=subprocess.STDOUT)
+    return done.returncode
+
+
 def summarize(
-    name: str, profile: str, selection: str, raw: Path, out: Path
+    name: str, profile: str, selection: str, raw: Path, out: Path, tool: str
 ) -> tuple[bool, str]:
     """Writes out/index.json and out/summary.txt; returns (passed, summary)."""
     index = json.loads((raw / "index.json").read_text())
@@ -161,7 +192,7 @@ def summarize(
     lines = [
         f"Autobahn WebSocket conformance: switchboard ws-echo, profile {profile}",
         f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"tool: kosoku {kosoku_version()} (cases of autobahn-testsuite {cases_version()})",
+        f"tool: {tool}",
         f"selection: {selection}",
         f"cases: {len(ids)}",
         "behavior: " + ", ".join(f"{k} {v}" for k, v in sorted(behavior.items())),
@@ -206,41 +237,67 @@ def main() -> int:
         default="both",
         help="which WebSocket configuration of ws-echo to test",
     )
-    parser.add_argument("--parallelism", type=int, default=1, help="cases run at once")
+    parser.add_argument("--parallelism", type=int, default=1, help="cases run at once (kosoku)")
+    parser.add_argument(
+        "--runner",
+        choices=["kosoku", "wstest"],
+        default="kosoku",
+        help="kosoku, or the classic autobahntestsuite (needs --python2 and --py2-site)",
+    )
+    parser.add_argument("--python2", help="Python 2.7 for --runner wstest")
+    parser.add_argument("--py2-site", help="site-packages of autobahntestsuite for --runner wstest")
     parser.add_argument("--reports", default=str(HERE / "reports"), help="where summaries go")
     args = parser.parse_args()
 
     if args.quick:
-        selection_args = [a for i in QUICK_INCLUDE for a in ("-i", i)]
+        include, exclude = QUICK_INCLUDE, []
         selection = "quick: " + " ".join(QUICK_INCLUDE)
     else:
-        selection_args = [a for x in FULL_EXCLUDE for a in ("-x", x)]
+        include, exclude = ["*"], FULL_EXCLUDE
         selection = "all cases except " + " ".join(FULL_EXCLUDE) + " (permessage-deflate)"
+    if args.runner == "kosoku":
+        tool = f"kosoku {kosoku_version()} (cases of autobahn-testsuite {cases_version()})"
+        selection_args = [a for i in include if i != "*" for a in ("-i", i)]
+        selection_args += [a for x in exclude for a in ("-x", x)]
+    else:
+        if not (args.python2 and args.py2_site):
+            parser.error("--runner wstest needs --python2 and --py2-site")
+        tool = "autobahntestsuite (wstest) 25.10.1 on Python 2.7"
     profiles = ["library", "server"] if args.profile == "both" else [args.profile]
 
     all_passed = True
     for profile in profiles:
         name = profile + ("-quick" if args.quick else "")
+        if args.runner == "wstest":
+            name += "-wstest"
         raw = ROOT / "target" / "autobahn" / name
         if raw.exists():
             shutil.rmtree(raw)
         proc, port = start_server(args.binary, profile)
         try:
-            code = run_kosoku(port, selection_args, raw, args.parallelism)
+            if args.runner == "kosoku":
+                code = run_kosoku(port, selection_args, raw, args.parallelism)
+            else:
+                agent = f"switchboard ws-echo ({profile})"
+                code = run_wstest(port, agent, include, exclude, raw, args.python2, args.py2_site)
             alive = proc.poll() is None
         finally:
             stop_server(proc)
         if not (raw / "index.json").exists():
-            print(f"autobahn: kosoku wrote no report (exit {code})", file=sys.stderr)
+            print(f"autobahn: {args.runner} wrote no report (exit {code})", file=sys.stderr)
             all_passed = False
             continue
-        passed, summary = summarize(name, profile, selection, raw, Path(args.reports) / name)
+        passed, summary = summarize(name, profile, selection, raw, Path(args.reports) / name, tool)
         print(summary)
         print(f"full report: {raw}/index.html", file=sys.stderr)
         if not alive:
             print("autobahn: ws-echo died during the run", file=sys.stderr)
             passed = False
-        if passed != (code == 0):
+        # kosoku exits 1 when a case fails; wstest exits 0 whatever happened.
+        if args.runner == "wstest" and code != 0:
+            print(f"autobahn: wstest exited {code}", file=sys.stderr)
+            passed = False
+        if args.runner == "kosoku" and passed != (code == 0):
             print(
                 f"autobahn: kosoku exited {code} but the summary says {'PASS' if passed else 'FAIL'}",
                 file=sys.stderr,

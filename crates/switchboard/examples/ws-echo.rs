@@ -23,6 +23,13 @@
 //! `max_payload` or the server's 64 KiB `max_message_size`. The engine also
 //! wraps the socket in its private write-coalescing layer, which this example
 //! cannot reach: it only changes how many `write` calls carry the same bytes.
+//!
+//! `WS_ECHO_LINGER=1` adds what neither the library nor the server does
+//! today, a lingering close: once the closing handshake is over, the write
+//! side is shut down and the socket read until the client's end of stream,
+//! so that bytes the client sends after its close frame do not make the
+//! kernel reset the connection (and discard the echo and close reply the
+//! client has not read yet). See `bench/autobahn/README.md`, case 7.1.6.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -37,6 +44,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 use tower_service::Service;
 
@@ -86,9 +94,17 @@ impl Profile {
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
+/// How connections are served.
+#[derive(Clone, Copy, Debug)]
+struct Options {
+    profile: Profile,
+    /// A lingering close (`WS_ECHO_LINGER=1`).
+    linger: bool,
+}
+
 /// The HTTP side: answers upgrades, 400 to anything else.
 #[derive(Clone, Copy)]
-struct Echo(Profile);
+struct Echo(Options);
 
 impl Service<Request<Incoming>> for Echo {
     type Response = Response<Full<Bytes>>;
@@ -107,7 +123,7 @@ impl Service<Request<Incoming>> for Echo {
 /// Accepts a WebSocket upgrade as the library's engine does: a key and
 /// version 13 are required, the 101 carries the accept key, and the
 /// upgraded connection is served on a task of its own.
-fn upgrade(profile: Profile, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn upgrade(options: Options, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = req
         .headers()
@@ -123,7 +139,10 @@ fn upgrade(profile: Profile, mut req: Request<Incoming>) -> Response<Full<Bytes>
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => echo(profile.builder().serve(TokioIo::new(upgraded))).await,
+            Ok(upgraded) => {
+                let ws = options.profile.builder().serve(TokioIo::new(upgraded));
+                echo(ws, options.linger).await;
+            }
             Err(e) => eprintln!("upgrade failed: {e}"),
         }
     });
@@ -147,7 +166,7 @@ fn accept_key(key: &[u8]) -> HeaderValue {
 
 /// Echoes text and binary messages until the connection ends, then closes
 /// it the way the library's transport does.
-async fn echo(mut ws: Ws) {
+async fn echo(mut ws: Ws, linger: bool) {
     loop {
         match ws.next().await {
             Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
@@ -174,13 +193,15 @@ async fn echo(mut ws: Ws) {
             None => return,
         }
     }
-    finish(&mut ws).await;
+    finish(&mut ws, linger).await;
 }
 
 /// Flushes what the crate queued, then reads until the peer's close or the
 /// end of the stream, for at most [`CLOSE_GRACE`], before the socket is
-/// dropped (the library's `finish` without a close of its own).
-async fn finish(ws: &mut Ws) {
+/// dropped (the library's `finish` without a close of its own). With
+/// `linger`, then shuts the write side down and reads the socket itself
+/// until the client's end of stream, within the same grace.
+async fn finish(ws: &mut Ws, linger: bool) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         let _ = ws.flush().await;
         while let Some(Ok(msg)) = ws.next().await {
@@ -188,14 +209,24 @@ async fn finish(ws: &mut Ws) {
                 break;
             }
         }
+        if linger {
+            // The crate reads nothing past the peer's close frame.
+            let io = ws.get_mut();
+            let _ = io.shutdown().await;
+            let mut buf = [0u8; 4096];
+            while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
     })
     .await;
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let profile = Profile::from_env()?;
-    eprintln!("ws-echo: profile {profile:?}, message limit {MAX_MESSAGE} bytes");
-    serve::serve(Echo(profile), serve::port(9001)).await?;
+    let options = Options {
+        profile: Profile::from_env()?,
+        linger: std::env::var("WS_ECHO_LINGER").is_ok_and(|v| v == "1"),
+    };
+    eprintln!("ws-echo: {options:?}, message limit {MAX_MESSAGE} bytes");
+    serve::serve(Echo(options), serve::port(9001)).await?;
     Ok(())
 }
