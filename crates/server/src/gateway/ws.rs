@@ -412,6 +412,21 @@ async fn close_handshake<S>(
                 }
             }
         }
+        // The framing layer ends its stream at the peer's close (or a
+        // protocol error) without draining the socket: shut down our side
+        // and drain it (at most 1 MiB), or the kernel may still reset the
+        // connection and destroy the close frame on its way.
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let io = ws.get_mut();
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 1 << 20;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     })
     .await;
 }

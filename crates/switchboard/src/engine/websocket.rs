@@ -87,9 +87,37 @@ async fn finish(ws: &mut Ws, code: Option<CloseCode>, close: bool) {
                 break;
             }
         }
+        // The framing layer ends its stream at the peer's close (or a
+        // protocol error) without draining the socket: shut down our side
+        // and drain it, or the kernel may still reset the connection.
+        linger(ws.get_mut()).await;
     }))
     .await
     .ok();
+}
+
+/// The most a closing connection reads and drops while it lingers.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Shuts down the writing side (after what is buffered) and reads, then
+/// drops, what the peer still sends until it ends, at most
+/// [`LINGER_BYTES`]: closing a socket with unread data resets it, and a
+/// reset destroys what the peer had not read yet (the close frame, the last
+/// packets).
+async fn linger<S>(io: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = io.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 /// Clears the session's `upgrading` flag when the probe phase ends.
