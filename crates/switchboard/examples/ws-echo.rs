@@ -24,12 +24,13 @@
 //! wraps the socket in its private write-coalescing layer, which this example
 //! cannot reach: it only changes how many `write` calls carry the same bytes.
 //!
-//! `WS_ECHO_LINGER=1` adds what neither the library nor the server does
-//! today, a lingering close: once the closing handshake is over, the write
-//! side is shut down and the socket read until the client's end of stream,
-//! so that bytes the client sends after its close frame do not make the
-//! kernel reset the connection (and discard the echo and close reply the
-//! client has not read yet). See `bench/autobahn/README.md`, case 7.1.6.
+//! The close lingers, as the library's and the server's do: once the
+//! closing handshake is over, the write side is shut down and the socket
+//! read until the client's end of stream, so that bytes the client sends
+//! after its close frame do not make the kernel reset the connection (and
+//! discard the echo and close reply the client has not read yet).
+//! `WS_ECHO_LINGER=0` turns it off, to see the difference. See
+//! `bench/autobahn/README.md`, case 7.1.6.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -98,7 +99,7 @@ type Ws = WebSocketStream<TokioIo<Upgraded>>;
 #[derive(Clone, Copy, Debug)]
 struct Options {
     profile: Profile,
-    /// A lingering close (`WS_ECHO_LINGER=1`).
+    /// A lingering close (on unless `WS_ECHO_LINGER=0`).
     linger: bool,
 }
 
@@ -224,7 +225,7 @@ async fn finish(ws: &mut Ws, linger: bool) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         profile: Profile::from_env()?,
-        linger: std::env::var("WS_ECHO_LINGER").is_ok_and(|v| v == "1"),
+        linger: std::env::var("WS_ECHO_LINGER").map_or(true, |v| v != "0"),
     };
     eprintln!("ws-echo: {options:?}, message limit {MAX_MESSAGE} bytes");
     serve::serve(Echo(options), serve::port(9001)).await?;
