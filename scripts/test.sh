@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit and integration tests (the Redis
 # adapter's against the Redis at 127.0.0.1:6379, plus redis-server
-# processes of their own on other ports), the benchmark smoke run, the
+# processes of their own on other ports; the fuzz corpora replayed), the
+# Autobahn WebSocket suite's quick subset (kosoku from PyPI, in a venv of
+# its own), the benchmark and soak smoke runs, the
 # interop tests that drive the official socket.io-client (Node) against the
 # example servers, the cluster tests that mix Node socket.io servers (with
 # the official Redis adapters) and Rust nodes in one cluster, then the
 # end-to-end tests of the `switchboard` binary with real peers
 # (socket.io-client, ws, eventsource) and a real browser (playwright-core
-# driving Debian's Chromium). Installs what it needs when missing: the Node
-# packages (npm ci), Redis and Chromium (apt-get).
+# driving Debian's Chromium), and the JavaScript client package
+# (clients/js). Installs what it needs when missing: the Node packages (npm
+# ci), Redis and Chromium (apt-get), kosoku (pip, into bench/autobahn/.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +19,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are required for the interop tests" >&2
   exit 1
 fi
-for dir in tests/interop tests/cluster tests/server; do
+for dir in tests/interop tests/cluster tests/server clients/js; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund
@@ -48,6 +51,9 @@ echo "== cargo test (workspace)"
 cargo build --workspace --bins --examples
 cargo test --workspace
 
+echo "== Autobahn WebSocket conformance, quick subset (ws-echo on the library's and the server's WebSocket configuration)"
+bench/autobahn/run.sh --quick
+
 echo "== benchmark smoke run (tiny N; checks that every server and scenario still works)"
 python3 bench/run.py --smoke
 
@@ -65,3 +71,10 @@ node --test --test-concurrency=1 tests/cluster/
 
 echo "== end to end: the switchboard binary with real peers and a real browser"
 node --test --test-concurrency=1 tests/server/
+
+echo "== @switchboard/client (clients/js): the committed web copy, types, size, unit and browser tests"
+npm run check:web --prefix clients/js
+npm run typecheck --prefix clients/js
+npm run size --prefix clients/js
+npm test --prefix clients/js
+npm run test:browser --prefix clients/js

@@ -396,6 +396,23 @@ async fn a_stream_of_many_long_channels_gets_compact_ids_that_resume() {
         + &format!("token={token}");
     let mut s = Stream::open(addr, &query, &[("Last-Event-ID", &id)]).await;
     assert_eq!(s.status, 200, "{}", s.head);
+    let mut by_query = Stream::open(
+        addr,
+        &format!("{query}&last_event_id={}", id.replace('/', "%2F")),
+        &[],
+    )
+    .await;
+    assert_eq!(by_query.status, 200, "{}", by_query.head);
+    for n in 2..=4 {
+        let e = loop {
+            let e = by_query.next().await;
+            assert_ne!(e.event, "unrecovered", "{e:?}");
+            if e.event == "message" {
+                break e;
+            }
+        };
+        assert_eq!(e.data["data"], json!(n), "resumed by the query parameter");
+    }
     for n in 2..=4 {
         let e = loop {
             let e = s.next().await;

@@ -234,11 +234,16 @@ pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Respon
             return error(status, refusal.code, &refusal.message);
         }
     };
+    // The header a reconnecting EventSource sends, or, for a stream a
+    // client opens again itself (after a refusal an EventSource gives up),
+    // the `last_event_id` query parameter.
     let last = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(|id| sse::parse_id(id, &channels))
+        .map(str::to_owned)
+        .or_else(|| query_values(&req, "last_event_id").into_iter().next())
+        .map(|id| sse::parse_id(&id, &channels))
         .unwrap_or_default();
 
     let (queue, rx) = SendQueue::new(app.limits().max_queued_bytes);
