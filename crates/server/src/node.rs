@@ -46,7 +46,7 @@ impl NodeError {
             NodeError::Forbidden => "forbidden",
             NodeError::TooLarge { .. } => "message_too_large",
             NodeError::TokenExpired => "token_expired",
-            NodeError::History(_) => "internal",
+            NodeError::History(_) => "storage_unavailable",
         }
     }
 }
@@ -169,13 +169,13 @@ impl Node {
         }
     }
 
-    /// Whether the history storage answers (for `/readyz`).
+    /// Whether the history storage works (for `/readyz`): a probe row
+    /// written and read back, and no corruption met since the start.
     pub async fn check_storage(&self) -> Result<(), HistoryError> {
-        if let Some(db) = &self.persisted {
-            let probe = ChannelName::parse("readyz:probe").expect("a valid name");
-            db.latest(&probe, 0, None).await?;
+        match &self.persisted {
+            Some(db) => db.check().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The metrics.
