@@ -692,10 +692,9 @@ fn sweep_batch(
                 OR (?3 >= 0 AND last_ms < ?1 - ?3)
              LIMIT ?4",
         )?
-        .query_map(
-            params![now, key_memory, idle_ms, SWEEP_BATCH as i64],
-            |r| r.get(0),
-        )?
+        .query_map(params![now, key_memory, idle_ms, SWEEP_BATCH as i64], |r| {
+            r.get(0)
+        })?
         .collect::<Result<_, _>>()?;
     if doomed.is_empty() {
         tx.commit()?;
