@@ -9,10 +9,11 @@
 //! Appends go through one writer thread that commits in groups: the
 //! publications that arrive while a commit is in flight are written together
 //! in the next transaction (one savepoint each, so one failing append spoils
-//! no other), and each is answered only after its own commit. The writer runs
-//! each append's follow-up ([`Stored`]: the fan-out) right after the commit,
-//! in commit order, whether or not the caller still waits: a publish whose
-//! caller goes away is stored and delivered, or neither.
+//! no other), and each is answered only after its own commit and the mark
+//! (below) that covers it. A second thread writes the mark, then runs each
+//! append's follow-up ([`Stored`]: the fan-out) in commit order, whether or
+//! not the caller still waits, while the writer commits the next group: a
+//! publish whose caller goes away is stored and delivered, or neither.
 //!
 //! **Damage.** At open the file is checked (`PRAGMA quick_check`); a corrupt
 //! file is refused with an error naming it, never served. Every commit group
@@ -400,13 +401,19 @@ impl SqliteHistory {
         let store = Arc::new(Mutex::new(Store { conn, epoch }));
         let health = Arc::new(Health::default());
         let (writer, jobs) = std::sync::mpsc::channel();
+        let (synced, committed) = std::sync::mpsc::channel();
         let mut w = Writer {
             store: Arc::clone(&store),
             health: Arc::clone(&health),
-            mark,
+            synced,
             commits,
             options,
         };
+        let sync_health = Arc::clone(&health);
+        std::thread::Builder::new()
+            .name("history-sync".into())
+            .spawn(move || sync_loop(mark, &sync_health, &committed))
+            .map_err(storage)?;
         std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || w.run(&jobs))
@@ -529,10 +536,54 @@ fn publication(r: &rusqlite::Row<'_>) -> Result<Publication, rusqlite::Error> {
 struct Writer {
     store: Arc<Mutex<Store>>,
     health: Arc<Health>,
-    mark: Mark,
+    /// Committed groups, to the thread that writes the mark and answers.
+    synced: Sender<Committed>,
     /// Commit groups made so far (the database's `commits`).
     commits: u64,
     options: SqliteOptions,
+}
+
+/// A committed group on its way to be answered.
+struct Committed {
+    /// The group's number (the database's `commits` once it is in).
+    number: u64,
+    group: Vec<AppendJob>,
+    results: Vec<Result<Appended, HistoryError>>,
+}
+
+/// Runs the follow-ups of a group in order and answers its appends.
+fn answer(group: Vec<AppendJob>, results: Vec<Result<Appended, HistoryError>>) {
+    for (job, result) in group.into_iter().zip(results) {
+        if let Ok(appended) = &result {
+            let _inside = job.runtime.as_ref().map(tokio::runtime::Handle::enter);
+            (job.then)(appended);
+        }
+        // The caller may have gone away: the publication is stored and
+        // delivered all the same.
+        let _ = job.reply.send(result);
+    }
+}
+
+/// The mark's thread: writes the number of the last committed group to
+/// the mark and waits for the disk, then answers the groups it covers, in
+/// commit order. The writer commits the next groups meanwhile, so one
+/// flush of the mark covers every group committed during the previous one.
+fn sync_loop(mut mark: Mark, health: &Health, committed: &Receiver<Committed>) {
+    while let Ok(first) = committed.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            batch.push(more);
+        }
+        let top = batch.last().map_or(0, |c| c.number);
+        if let Err(e) = mark.write(top) {
+            let what = format!("cannot write {}: {e}", mark.path.display());
+            tracing::error!(error = %what, "the history's high-water mark is stale");
+            *health.mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        }
+        for c in batch {
+            answer(c.group, c.results);
+        }
+    }
 }
 
 impl Writer {
@@ -580,41 +631,39 @@ impl Writer {
         }
     }
 
-    /// Commits a group, writes the high-water mark, then runs the
-    /// follow-ups and answers.
+    /// Commits a group and hands it to the mark's thread, which answers
+    /// it once the mark covers it; a failed group is answered at once.
     fn commit(&mut self, mut group: Vec<AppendJob>) {
         let results = {
             let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
             let Store { conn, epoch } = &mut *store;
             commit_group(conn, epoch, &mut group, self.commits + 1)
         };
-        let results = match results {
+        match results {
             Ok(results) => {
                 self.commits += 1;
-                if let Err(e) = self.mark.write(self.commits) {
-                    let what = format!("cannot write {}: {e}", self.mark.path.display());
-                    tracing::error!(error = %what, "the history's high-water mark is stale");
-                    *self.health.mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+                let committed = Committed {
+                    number: self.commits,
+                    group,
+                    results,
+                };
+                if let Err(std::sync::mpsc::SendError(c)) = self.synced.send(committed) {
+                    // The mark's thread is gone (it panicked): answer
+                    // without the mark, and say the mark is stale.
+                    *self.health.mark.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some("the history's mark thread has stopped".into());
+                    answer(c.group, c.results);
                 }
-                results
             }
             Err(e) => {
                 let e = self.health.error(&e);
                 tracing::warn!(error = %e, appends = group.len(), "a history commit failed; its publications were not stored");
-                group
+                let results = group
                     .iter()
                     .map(|_| Err(HistoryError::Storage(e.to_string())))
-                    .collect()
+                    .collect();
+                answer(group, results);
             }
-        };
-        for (job, result) in group.into_iter().zip(results) {
-            if let Ok(appended) = &result {
-                let _inside = job.runtime.as_ref().map(tokio::runtime::Handle::enter);
-                (job.then)(appended);
-            }
-            // The caller may have gone away: the publication is stored and
-            // delivered all the same.
-            let _ = job.reply.send(result);
         }
     }
 
