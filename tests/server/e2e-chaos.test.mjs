@@ -166,7 +166,7 @@ for (const [protocol, how] of Object.entries(PROTOCOLS)) {
   });
 }
 
-test("a truncated write-ahead log after SIGKILL: loss detected, logged, new epoch (no reused offsets under the old one)", { timeout: 120_000 }, async () => {
+test("a truncated write-ahead log after SIGKILL: loss detected, logged, new epoch (no reused offsets under the old one)", { timeout: 120_000 }, async (t) => {
   let server = await start({ args: BURST_ARGS });
   const servers = [server];
   const clients = [];
@@ -192,6 +192,7 @@ test("a truncated write-ahead log after SIGKILL: loss detected, logged, new epoc
     const h = await everything(server, channel);
     assert.notEqual(h.epoch, epoch, "a new epoch after the loss");
     assert.ok(h.offset < 200, `some of the burst was lost (position ${h.offset})`);
+    t.diagnostic(`truncated WAL: ${200 - h.offset} of 200 acknowledged publications lost, epoch ${epoch} -> ${h.epoch}`);
     // What is left is genuine: a prefix of what was acknowledged.
     assert.deepEqual(missingFrom(h, acked.slice(0, h.publications.length)), []);
 
