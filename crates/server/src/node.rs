@@ -9,7 +9,7 @@ use crate::channel::{ChannelName, HistoryStorage, Policy};
 use crate::config::Config;
 use crate::history::{
     AppendOptions, Appended, History, HistoryError, MemoryHistory, Payload, Publication, Recovery,
-    SqliteHistory, StreamPosition,
+    SqliteHistory, SqliteOptions, StreamPosition,
 };
 use crate::hub::{Delivery, Hub, Signal, SignalKind, Subscriber};
 use crate::presence::{MemoryPresence, Presence, PresenceChange};
@@ -130,13 +130,23 @@ impl Node {
         config: Arc<Config>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, HistoryError> {
+        let hub: Arc<Hub> = Arc::default();
         let persisted = if config
             .channels
             .values()
             .any(|p| p.history_storage == HistoryStorage::Persisted)
         {
-            Some(SqliteHistory::open(
+            // Channels with subscribers here are never swept away.
+            let subscribed = Arc::clone(&hub);
+            let options = SqliteOptions {
+                busy: Some(Arc::new(move |c: &ChannelName| {
+                    subscribed.subscriber_count(c) > 0
+                })),
+                ..SqliteOptions::default()
+            };
+            Some(SqliteHistory::open_with(
                 &config.server.data_dir.join("history.db"),
+                options,
             )?)
         } else {
             None
@@ -146,7 +156,7 @@ impl Node {
             memory: MemoryHistory::default(),
             persisted,
             presence: MemoryPresence::default(),
-            hub: Arc::default(),
+            hub,
             metrics,
         })
     }

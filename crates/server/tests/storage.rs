@@ -8,6 +8,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -224,6 +226,7 @@ async fn expired_channels_lose_their_publications_in_the_sweep() {
     let options = SqliteOptions {
         sweep_every: Duration::from_millis(50),
         idle: None,
+        ..SqliteOptions::default()
     };
     let h = SqliteHistory::open_with(&temp_db("ttl"), options).unwrap();
     let ttl = Some(Duration::from_secs(1));
@@ -259,11 +262,22 @@ async fn expired_channels_lose_their_publications_in_the_sweep() {
 
 #[tokio::test]
 async fn idle_channels_are_dropped_and_their_epoch_is_never_reused() {
+    // bob has a subscriber until told otherwise.
+    let bob_busy = Arc::new(AtomicBool::new(true));
+    let busy = Arc::clone(&bob_busy);
     let options = SqliteOptions {
         sweep_every: Duration::from_millis(50),
         idle: Some(Duration::from_millis(300)),
+        busy: Some(Arc::new(move |c: &ChannelName| {
+            c.as_str() == "user:bob" && busy.load(Ordering::SeqCst)
+        })),
     };
     let h = SqliteHistory::open_with(&temp_db("idle"), options).unwrap();
+    let bob = ch("user:bob");
+    let bobs = h
+        .append(&bob, json!("hi bob").into(), None, &kept(100, None))
+        .await
+        .unwrap();
     let c = ch("user:alice");
     let mut last = None;
     for n in 0..3 {
@@ -279,9 +293,13 @@ async fn idle_channels_are_dropped_and_their_epoch_is_never_reused() {
         epoch: last.epoch.clone(),
     };
     stats_until(&h, "the idle channel to be dropped", |s| {
-        (s.streams, s.publications) == (0, 0)
+        (s.streams, s.publications) == (1, 1)
     })
     .await;
+    // The subscribed one stays, whole, however idle.
+    let (items, pos) = h.latest(&bob, 100, None).await.unwrap();
+    assert_eq!((items.len(), pos.offset), (1, 1));
+    assert_eq!(pos.epoch, bobs.epoch);
     // Published to again: offsets start over, under another epoch, so the
     // old position cannot match the new publications.
     let again = h
@@ -294,6 +312,14 @@ async fn idle_channels_are_dropped_and_their_epoch_is_never_reused() {
         h.since(&c, &seen, None).await.unwrap(),
         Recovery::NotRecovered { .. }
     ));
+    // Unsubscribed: dropped once idle.
+    bob_busy.store(false, Ordering::SeqCst);
+    stats_until(&h, "every channel to be dropped", |s| {
+        (s.streams, s.publications) == (0, 0)
+    })
+    .await;
+    let (items, _) = h.latest(&bob, 100, None).await.unwrap();
+    assert!(items.is_empty());
 }
 
 #[tokio::test]
@@ -301,6 +327,7 @@ async fn random_channels_do_not_grow_the_database_without_bound() {
     let options = SqliteOptions {
         sweep_every: Duration::from_millis(50),
         idle: Some(Duration::from_millis(200)),
+        ..SqliteOptions::default()
     };
     let db = temp_db("bound");
     let h = SqliteHistory::open_with(&db, options).unwrap();

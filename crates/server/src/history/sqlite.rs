@@ -93,8 +93,11 @@ const GROUP_MAX: usize = 512;
 /// between batches).
 const SWEEP_BATCH: usize = 500;
 
+/// Whether a channel is in use on this node (it has subscribers).
+pub type Busy = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
+
 /// How the embedded database is kept.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteOptions {
     /// How often the writer sweeps expired and idle channels.
     pub sweep_every: Duration,
@@ -102,6 +105,11 @@ pub struct SqliteOptions {
     /// last publication is older than this, whatever its TTL (`None`: only
     /// channels with a history TTL are dropped, once expired).
     pub idle: Option<Duration>,
+    /// Channels this says are in use are never dropped (their subscribers
+    /// hold positions, and their resume cursors would skip the offsets of
+    /// a stream started again); they count as active when swept. `None`:
+    /// no channel is in use.
+    pub busy: Option<Busy>,
 }
 
 impl Default for SqliteOptions {
@@ -109,6 +117,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             sweep_every: Duration::from_secs(60),
             idle: None,
+            busy: None,
         }
     }
 }
@@ -691,16 +700,16 @@ impl Writer {
     fn sweep(&self) -> bool {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let Store { conn, epoch } = &mut *store;
-        match sweep_batch(conn, self.options.idle) {
-            Ok(None) => false,
-            Ok(Some((dropped, new))) => {
+        match sweep_batch(conn, self.options.idle, self.options.busy.as_ref()) {
+            Ok((more, None)) => more,
+            Ok((more, Some((dropped, new)))) => {
                 tracing::info!(
                     streams = dropped,
                     new_epoch = %new,
                     "history sweep dropped expired or idle channels; new streams start a new epoch"
                 );
                 *epoch = new;
-                dropped == SWEEP_BATCH
+                more
             }
             Err(e) => {
                 let e = self.health.error(&e);
@@ -714,12 +723,15 @@ impl Writer {
 /// One sweep transaction: forgets expired idempotency keys, deletes the
 /// publications of channels whose TTL has passed since their last one,
 /// and drops (with everything they hold) the streams expired for longer
-/// than keys are remembered, or idle longer than `idle`. Returns how many
-/// streams were dropped and the database's new epoch, if any were.
+/// than keys are remembered, or idle longer than `idle`, unless `busy`
+/// (then they count as active now). Returns whether more candidates may
+/// remain, and how many streams were dropped with the database's new
+/// epoch, if any were.
 fn sweep_batch(
     conn: &mut Connection,
     idle: Option<Duration>,
-) -> Result<Option<(usize, String)>, rusqlite::Error> {
+    busy: Option<&Busy>,
+) -> Result<(bool, Option<(usize, String)>), rusqlite::Error> {
     let now = now_ms() as i64;
     let key_memory = KEY_MEMORY.as_millis() as i64;
     let idle_ms = idle.map_or(-1, |d| d.as_millis() as i64);
@@ -745,20 +757,31 @@ fn sweep_batch(
             r.get(0)
         })?
         .collect::<Result<_, _>>()?;
-    if doomed.is_empty() {
-        tx.commit()?;
-        return Ok(None);
-    }
+    let more = doomed.len() == SWEEP_BATCH;
+    let mut dropped = 0;
     for channel in &doomed {
+        // Checked under the store's lock: a subscriber registers before it
+        // reads its position, which waits for this transaction.
+        let in_use = busy.is_some_and(|busy| ChannelName::parse(channel).is_ok_and(|c| busy(&c)));
+        if in_use {
+            tx.prepare_cached("UPDATE streams SET last_ms = ?2 WHERE channel = ?1")?
+                .execute(params![channel, now])?;
+            continue;
+        }
         for table in ["publications", "idempotency", "streams"] {
             tx.prepare_cached(&format!("DELETE FROM {table} WHERE channel = ?1"))?
                 .execute([channel])?;
         }
+        dropped += 1;
+    }
+    if dropped == 0 {
+        tx.commit()?;
+        return Ok((more, None));
     }
     let epoch = new_epoch();
     set_meta(&tx, "epoch", &epoch)?;
     tx.commit()?;
-    Ok(Some((doomed.len(), epoch)))
+    Ok((more, Some((dropped, epoch))))
 }
 
 /// Appends a group in one transaction, each in a savepoint of its own, and
