@@ -11,7 +11,7 @@ use crate::channel::{ChannelName, HistoryStorage, Policy};
 use crate::config::Config;
 use crate::history::{
     AppendOptions, Appended, History, HistoryError, MemoryHistory, Payload, Publication, Recovery,
-    SqliteHistory, StreamPosition,
+    SqliteHistory, SqliteOptions, StreamPosition,
 };
 use crate::hub::{Delivery, Hub, Signal, SignalKind, Subscriber};
 use crate::presence::{MemoryPresence, Presence, PresenceChange};
@@ -48,7 +48,7 @@ impl NodeError {
             NodeError::Forbidden => "forbidden",
             NodeError::TooLarge { .. } => "message_too_large",
             NodeError::TokenExpired => "token_expired",
-            NodeError::History(_) => "internal",
+            NodeError::History(_) => "storage_unavailable",
         }
     }
 }
@@ -137,13 +137,23 @@ impl Node {
         config: Arc<Config>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, HistoryError> {
+        let hub: Arc<Hub> = Arc::default();
         let persisted = if config
             .channels
             .values()
             .any(|p| p.history_storage == HistoryStorage::Persisted)
         {
-            Some(SqliteHistory::open(
+            // Channels with subscribers here are never swept away.
+            let subscribed = Arc::clone(&hub);
+            let options = SqliteOptions {
+                busy: Some(Arc::new(move |c: &ChannelName| {
+                    subscribed.subscriber_count(c) > 0
+                })),
+                ..SqliteOptions::default()
+            };
+            Some(SqliteHistory::open_with(
                 &config.server.data_dir.join("history.db"),
+                options,
             )?)
         } else {
             None
@@ -153,7 +163,7 @@ impl Node {
             memory: MemoryHistory::default(),
             persisted,
             presence: MemoryPresence::default(),
-            hub: Arc::default(),
+            hub,
             metrics,
             swept_ms: AtomicU64::new(crate::history::now_ms()),
         })
@@ -177,13 +187,13 @@ impl Node {
         }
     }
 
-    /// Whether the history storage answers (for `/readyz`).
+    /// Whether the history storage works (for `/readyz`): a probe row
+    /// written and read back, and no corruption met since the start.
     pub async fn check_storage(&self) -> Result<(), HistoryError> {
-        if let Some(db) = &self.persisted {
-            let probe = ChannelName::parse("readyz:probe").expect("a valid name");
-            db.latest(&probe, 0, None).await?;
+        match &self.persisted {
+            Some(db) => db.check().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The metrics.

@@ -49,7 +49,7 @@ fn node_error(e: &NodeError) -> ApiError {
         NodeError::Forbidden => StatusCode::FORBIDDEN,
         NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         NodeError::TokenExpired => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        NodeError::History(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.code(), e)
 }

@@ -39,7 +39,10 @@ pub(crate) async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: 200 when the server accepts clients and its storage
-/// answers; 503 during shutdown or when the storage fails.
+/// works (a probe row written and read back through the history's writer,
+/// and no corruption met since the start); 503 `shutting_down` during
+/// shutdown, 503 `storage_error` with the reason when the storage fails
+/// (a full disk, an I/O error, a corrupt file).
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if !app.is_ready() {
         return (

@@ -14,7 +14,7 @@ mod sqlite;
 
 pub use payload::Payload;
 pub use redis::RedisHistory;
-pub use sqlite::SqliteHistory;
+pub use sqlite::{Busy, SqliteHistory, SqliteOptions, SqliteStats};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
