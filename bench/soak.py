@@ -80,8 +80,8 @@ class Params:
     churn_per_minute: float = 0.05
     max_queued_bytes: int = 131072
     client_ips: int = 30
-    http_publishers: int = 32
-    ws_publishers: int = 32
+    http_publishers: int = 96
+    ws_publishers: int = 96
     connect_rate: float = 400.0  # connection attempts per second at start
     warmup_minutes: float = 20.0
     pause_min: float = 30.0
