@@ -27,11 +27,19 @@ pub(crate) struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut res = (
             self.status,
             Json(json!({ "code": self.code, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        // A 503 (the storage failed) is worth retrying soon.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        res
     }
 }
 

@@ -312,7 +312,10 @@ pub(crate) async fn handler(State(app): State<Arc<App>>, req: Request) -> Respon
             Err(e) => {
                 // Checked above: only the storage can fail here.
                 tracing::error!(%channel, error = %e, "subscribing an SSE stream failed");
-                return error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), &e.to_string());
+                let mut res = error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string());
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return res;
             }
         };
         sub.positions
