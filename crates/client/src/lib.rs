@@ -1,0 +1,19 @@
+//! An async Socket.IO v5 / Engine.IO v4 client on tokio, and a client for
+//! the `switchboard` server's plain WebSocket protocol (`/ws`).
+//!
+//! TODO crate docs
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod error;
+mod manager;
+mod socket;
+mod transport;
+
+pub use backoff::Reconnection;
+pub use error::{AckError, ConnectError, EmitError};
+pub use manager::{
+    BufferPolicy, DisconnectReason, Manager, ManagerBuilder, ManagerEvent, SocketStatus,
+};
+pub use socket::{Event, Socket, WaitError};
+pub use switchboard::Value;
