@@ -107,6 +107,11 @@ impl Socket {
             .unwrap_or(SocketStatus::Disconnected)
     }
 
+    /// Packets waiting in the offline buffer.
+    pub fn buffered(&self) -> usize {
+        self.with(|s| s.outbox.len()).unwrap_or(0)
+    }
+
     /// Whether the namespace is connected.
     pub fn connected(&self) -> bool {
         self.status() == SocketStatus::Connected
@@ -297,9 +302,26 @@ impl Socket {
         Ok(from_value(first)?)
     }
 
-    /// Like [`Socket::emit_with_ack`] with `args` spread as arguments, and
-    /// the acknowledgement's arguments returned as they are.
-    pub async fn emit_many_with_ack<T: Serialize + ?Sized>(
+    /// Like [`Socket::emit_with_ack`] with the items of `args` (a tuple,
+    /// array or `Vec`; `()` for none) as arguments.
+    pub async fn emit_many_with_ack<T: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<R, AckError> {
+        let mut values = self.ack_values(event, args, Args::Spread, timeout).await?;
+        let first = if values.is_empty() {
+            Value::Null
+        } else {
+            values.swap_remove(0)
+        };
+        Ok(from_value(first)?)
+    }
+
+    /// Like [`Socket::emit_many_with_ack`], returning every argument of the
+    /// acknowledgement as it is.
+    pub async fn emit_many_with_ack_values<T: Serialize + ?Sized>(
         &self,
         event: &str,
         args: &T,
