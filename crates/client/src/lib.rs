@@ -9,6 +9,7 @@ mod error;
 mod manager;
 mod socket;
 mod transport;
+pub mod ws;
 
 pub use backoff::Reconnection;
 pub use error::{AckError, ConnectError, EmitError};

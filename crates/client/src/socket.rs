@@ -160,13 +160,7 @@ impl Socket {
     /// Calls `f` for every event named `event`.
     pub fn on(&self, event: &str, f: impl Fn(&Event) + Send + Sync + 'static) {
         let name = event.to_owned();
-        self.with(|s| {
-            s.handlers
-                .events
-                .entry(name)
-                .or_default()
-                .push(Arc::new(f))
-        });
+        self.with(|s| s.handlers.events.entry(name).or_default().push(Arc::new(f)));
     }
 
     /// Calls `f` for every event, before the handlers of its name.
@@ -291,9 +285,7 @@ impl Socket {
         data: &T,
         timeout: Duration,
     ) -> Result<R, AckError> {
-        let mut args = self
-            .ack_values(event, data, Args::One, timeout)
-            .await?;
+        let mut args = self.ack_values(event, data, Args::One, timeout).await?;
         let first = if args.is_empty() {
             Value::Null
         } else {
@@ -404,7 +396,10 @@ impl Event {
     }
 
     /// Argument `index` as typed data (`Bytes` for binary).
-    pub fn arg<T: DeserializeOwned>(&self, index: usize) -> Result<T, switchboard::protocol::value::ValueError> {
+    pub fn arg<T: DeserializeOwned>(
+        &self,
+        index: usize,
+    ) -> Result<T, switchboard::protocol::value::ValueError> {
         from_value(self.args.get(index).cloned().unwrap_or_default())
     }
 

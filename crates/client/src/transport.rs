@@ -78,7 +78,9 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = authority.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let port = authority
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
         Ok(Target {
             secure,
             host,

@@ -73,7 +73,10 @@ async fn emit_ack_binary_and_handlers_against_node() {
     // Several arguments and binary both ways.
     let blob = Bytes::from_static(b"\x00\x01\xffbinary");
     socket
-        .emit_many("echo", &(1, "two", blob.clone(), serde_json::json!({"k": [true]})))
+        .emit_many(
+            "echo",
+            &(1, "two", blob.clone(), serde_json::json!({"k": [true]})),
+        )
         .unwrap();
     let args = next(&mut echo).await;
     // socket.io 4.8 with connection state recovery appends the packet's
@@ -91,7 +94,10 @@ async fn emit_ack_binary_and_handlers_against_node() {
         .unwrap();
     assert_eq!(got[0].as_bytes().map(|b| b.to_vec()), Some(vec![1, 2, 3]));
     assert_eq!(
-        got[1].get("nested").and_then(Value::as_bytes).map(|b| b.to_vec()),
+        got[1]
+            .get("nested")
+            .and_then(Value::as_bytes)
+            .map(|b| b.to_vec()),
         Some(b"hi".to_vec())
     );
     let typed_bin: Bytes = socket.emit_with_ack("echo-ack", &blob, ACK).await.unwrap();
@@ -141,7 +147,10 @@ async fn namespaces_share_one_connection_with_auth_headers_and_query() {
     admin.connect();
     connected(&root).await;
     let refusal = next(&mut err_rx).await;
-    assert_eq!(refusal.get("message").and_then(Value::as_str), Some("forbidden"));
+    assert_eq!(
+        refusal.get("message").and_then(Value::as_str),
+        Some("forbidden")
+    );
     assert_eq!(
         refusal
             .get("data")
@@ -160,10 +169,16 @@ async fn namespaces_share_one_connection_with_auth_headers_and_query() {
     let a: String = root.emit_many_with_ack("conn-id", &(), ACK).await.unwrap();
     let b: String = admin.emit_many_with_ack("conn-id", &(), ACK).await.unwrap();
     assert_eq!(a, b, "both namespaces ride one Engine.IO connection");
-    let transport: String = root.emit_many_with_ack("transport", &(), ACK).await.unwrap();
+    let transport: String = root
+        .emit_many_with_ack("transport", &(), ACK)
+        .await
+        .unwrap();
     assert_eq!(transport, "websocket");
 
-    let hs: serde_json::Value = admin.emit_many_with_ack("handshake", &(), ACK).await.unwrap();
+    let hs: serde_json::Value = admin
+        .emit_many_with_ack("handshake", &(), ACK)
+        .await
+        .unwrap();
     assert_eq!(hs["header"], "from-header");
     assert_eq!(hs["query"], "v w");
     assert_eq!(hs["auth"]["token"], "secret");
@@ -192,7 +207,10 @@ async fn offline_buffer_bound_and_policies() {
     socket.emit_volatile("log", &"volatile").unwrap();
     socket.connect();
     connected(&socket).await;
-    let log: Vec<Value> = socket.emit_many_with_ack("get-log", &(), ACK).await.unwrap();
+    let log: Vec<Value> = socket
+        .emit_many_with_ack("get-log", &(), ACK)
+        .await
+        .unwrap();
     assert_eq!(log, vec![Value::from(0u64), 1u64.into(), 2u64.into()]);
     manager.close();
 
@@ -204,9 +222,8 @@ async fn offline_buffer_bound_and_policies() {
     let socket = manager.socket("/admin");
     socket.set_auth(|| serde_json::json!({"token": "secret"}));
     let s2 = socket.clone();
-    let first = tokio::spawn(async move {
-        s2.emit_with_ack::<_, Value>("log", &"first", ACK).await
-    });
+    let first =
+        tokio::spawn(async move { s2.emit_with_ack::<_, Value>("log", &"first", ACK).await });
     // The first emit is queued once the task ran.
     wait_until(|| socket.buffered() == 1).await;
     socket.emit("log", &"a").unwrap();
@@ -215,7 +232,10 @@ async fn offline_buffer_bound_and_policies() {
     assert!(matches!(r, Err(AckError::Dropped)), "{r:?}");
     socket.connect();
     connected(&socket).await;
-    let log: Vec<Value> = socket.emit_many_with_ack("get-log", &(), ACK).await.unwrap();
+    let log: Vec<Value> = socket
+        .emit_many_with_ack("get-log", &(), ACK)
+        .await
+        .unwrap();
     assert_eq!(log, vec![Value::from("a"), "b".into()]);
     manager.close();
 }
@@ -243,7 +263,10 @@ async fn reconnects_after_server_restart_and_flushes_the_buffer_in_order() {
     socket.connect();
     connected(&socket).await;
     socket.emit("log", &"before").unwrap();
-    let log: Vec<Value> = socket.emit_many_with_ack("get-log", &(), ACK).await.unwrap();
+    let log: Vec<Value> = socket
+        .emit_many_with_ack("get-log", &(), ACK)
+        .await
+        .unwrap();
     assert_eq!(log, vec![Value::from("before")]);
 
     server.kill().await;
@@ -271,9 +294,15 @@ async fn reconnects_after_server_restart_and_flushes_the_buffer_in_order() {
     assert!(saw_attempt, "attempts are reported");
     let server = NodeServer::start(port).await;
     connected(&socket).await;
-    let log: Vec<Value> = socket.emit_many_with_ack("get-log", &(), ACK).await.unwrap();
+    let log: Vec<Value> = socket
+        .emit_many_with_ack("get-log", &(), ACK)
+        .await
+        .unwrap();
     let expected: Vec<Value> = (0..200u64).map(Value::from).collect();
-    assert_eq!(log, expected, "the new process got the buffer, in order, once");
+    assert_eq!(
+        log, expected,
+        "the new process got the buffer, in order, once"
+    );
     assert_eq!(*connects.lock().unwrap(), 2);
     let mut saw_reconnect = false;
     while let Ok(e) = ev_rx.try_recv() {
@@ -378,7 +407,11 @@ async fn recovers_the_session_after_the_server_drops_the_transport() {
     while got.len() < 20 {
         got.push(next(&mut ticks).await[0].as_u64().unwrap());
     }
-    assert_eq!(got, (1..=20).collect::<Vec<u64>>(), "all missed ticks, in order");
+    assert_eq!(
+        got,
+        (1..=20).collect::<Vec<u64>>(),
+        "all missed ticks, in order"
+    );
     assert!(socket.recovered());
     assert_eq!(socket.id(), first_id, "same socket id after recovery");
     let w = next(&mut welcome).await;
