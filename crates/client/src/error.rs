@@ -19,6 +19,9 @@ pub enum ConnectError {
     /// The WebSocket handshake or stream failed.
     #[error("WebSocket error: {0}")]
     WebSocket(#[from] tokio_websockets::Error),
+    /// An HTTP (long-polling) request failed or was refused.
+    #[error("HTTP error: {0}")]
+    Http(String),
     /// The server's Engine.IO handshake was missing or malformed.
     #[error("bad Engine.IO handshake: {0}")]
     Handshake(String),

@@ -7,6 +7,7 @@
 mod backoff;
 mod error;
 mod manager;
+mod polling;
 mod socket;
 mod transport;
 pub mod ws;
@@ -14,7 +15,7 @@ pub mod ws;
 pub use backoff::Reconnection;
 pub use error::{AckError, ConnectError, EmitError};
 pub use manager::{
-    BufferPolicy, DisconnectReason, Manager, ManagerBuilder, ManagerEvent, SocketStatus,
+    BufferPolicy, DisconnectReason, Manager, ManagerBuilder, ManagerEvent, SocketStatus, Transports,
 };
 pub use socket::{Event, Socket, WaitError};
 pub use switchboard::Value;

@@ -19,8 +19,9 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::backoff::Reconnection;
 use crate::error::{AckError, ConnectError};
+use crate::polling;
 use crate::socket::{AckSender, Event, Socket};
-use crate::transport::{self, Headers, Target, Tls, WsTransport};
+use crate::transport::{self, Headers, Target, Tls, Transport, WsTransport};
 
 /// What to do with an emit when the offline buffer of its socket is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,19 @@ pub enum SocketStatus {
     Refused,
 }
 
+/// Which transports a [`Manager`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transports {
+    /// WebSocket only (the JavaScript client's `transports: ["websocket"]`).
+    WebSocket,
+    /// HTTP long-polling first, then the upgrade to WebSocket when the
+    /// server offers it (the JavaScript client's default); stays on polling
+    /// if the upgrade fails (networks that block WebSocket).
+    PollingThenUpgrade,
+    /// HTTP long-polling only.
+    Polling,
+}
+
 /// Options of a [`Manager`], set through [`ManagerBuilder`].
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -110,6 +124,7 @@ pub(crate) struct Config {
     pub(crate) buffer_policy: BufferPolicy,
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Tls,
+    pub(crate) transports: Transports,
 }
 
 /// Builds a [`Manager`].
@@ -181,6 +196,14 @@ impl ManagerBuilder {
         })
     }
 
+    /// Which transports to use (default [`Transports::WebSocket`]).
+    pub fn transports(self, transports: Transports) -> Self {
+        self.map(|c| {
+            c.transports = transports;
+            Ok(())
+        })
+    }
+
     /// Builds the manager. Nothing connects until a socket does.
     pub fn build(self) -> Result<Manager, ConnectError> {
         let config = self.config?;
@@ -241,6 +264,7 @@ pub(crate) struct State {
     /// Frames to write before any socket's buffer (acks, disconnects).
     pub(crate) control: Vec<Frame>,
     pub(crate) engine_open: bool,
+    pub(crate) transport: Option<&'static str>,
     pub(crate) driver_running: bool,
     pub(crate) closed: bool,
 }
@@ -315,6 +339,7 @@ impl Manager {
             buffer_policy: BufferPolicy::Reject,
             connect_timeout: Duration::from_secs(20),
             tls: Tls::default(),
+            transports: Transports::WebSocket,
         });
         ManagerBuilder { config }
     }
@@ -355,6 +380,11 @@ impl Manager {
         st.closed = true;
         drop(st);
         self.inner.wake.notify_one();
+    }
+
+    /// The transport of the open connection (`websocket` or `polling`).
+    pub fn transport(&self) -> Option<&'static str> {
+        self.inner.lock().transport
     }
 
     /// Whether the Engine.IO connection is open.
@@ -454,42 +484,91 @@ fn fail_everything(st: &mut State) {
 
 struct Handshake {
     ping_deadline: Duration,
+    upgrades_ws: bool,
 }
 
-async fn open(inner: &Inner) -> Result<(WsTransport, Handshake), ConnectError> {
+async fn open(inner: &Inner) -> Result<(Transport, Handshake), ConnectError> {
     let c = &inner.config;
-    let mut pq = String::with_capacity(64);
-    pq.push_str(&c.path);
-    pq.push_str("?EIO=4&transport=websocket");
+    let mut extra = String::new();
     if !c.target.query.is_empty() {
-        pq.push('&');
-        pq.push_str(&c.target.query);
+        extra.push('&');
+        extra.push_str(&c.target.query);
     }
     for (k, v) in &c.query {
-        pq.push('&');
-        pq.push_str(&transport::encode_component(k));
-        pq.push('=');
-        pq.push_str(&transport::encode_component(v));
+        extra.push('&');
+        extra.push_str(&transport::encode_component(k));
+        extra.push('=');
+        extra.push_str(&transport::encode_component(v));
     }
-    let uri = c.target.ws_uri(&pq)?;
     let attempt = async {
-        let ws = transport::connect_ws(&c.target, uri, &c.headers, &c.tls).await?;
-        let mut t = WsTransport::new(ws);
-        match t.recv().await {
-            Some(Ok(EnginePacket::Open(data))) => {
-                let hs = parse_open(&data)?;
-                Ok((t, hs))
-            }
-            Some(Ok(other)) => Err(ConnectError::Handshake(format!(
-                "expected an open packet, got {other:?}"
-            ))),
-            Some(Err(e)) => Err(e),
-            None => Err(ConnectError::Handshake("closed before open".into())),
+        if c.transports == Transports::WebSocket {
+            let pq = format!("{}?EIO=4&transport=websocket{extra}", c.path);
+            let uri = c.target.ws_uri(&pq)?;
+            let ws = transport::connect_ws(&c.target, uri, &c.headers, &c.tls).await?;
+            let mut t = WsTransport::new(ws);
+            return match t.recv().await {
+                Some(Ok(EnginePacket::Open(data))) => Ok((Transport::Ws(t), parse_open(&data)?)),
+                Some(Ok(other)) => Err(ConnectError::Handshake(format!(
+                    "expected an open packet, got {other:?}"
+                ))),
+                Some(Err(e)) => Err(e),
+                None => Err(ConnectError::Handshake("closed before open".into())),
+            };
         }
+        let base = format!("{}?EIO=4&transport=polling{extra}", c.path);
+        let (mut polling, open, sid) =
+            polling::handshake(&c.target, &c.tls, &c.headers, &base).await?;
+        let hs = parse_open(&open)?;
+        if c.transports == Transports::PollingThenUpgrade && hs.upgrades_ws {
+            let pq = format!(
+                "{}?EIO=4&transport=websocket&sid={}{extra}",
+                c.path,
+                transport::encode_component(&sid)
+            );
+            match upgrade(c, &pq, &mut polling).await {
+                Ok(ws) => return Ok((Transport::Ws(ws), hs)),
+                Err(e) => {
+                    // Networks that block WebSocket: stay on polling, as
+                    // the JavaScript client does.
+                    tracing::debug!("upgrade failed, staying on polling: {e}");
+                    if polling.is_paused() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok((Transport::Polling(Box::new(polling)), hs))
     };
     tokio::time::timeout(c.connect_timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout)?
+}
+
+/// The upgrade: probe over a new WebSocket, pause polling, switch.
+async fn upgrade(
+    c: &Config,
+    pq: &str,
+    polling: &mut polling::PollingTransport,
+) -> Result<WsTransport, ConnectError> {
+    let uri = c.target.ws_uri(pq)?;
+    let ws = transport::connect_ws(&c.target, uri, &c.headers, &c.tls).await?;
+    let mut probe = WsTransport::new(ws);
+    probe
+        .send(vec![Frame::Text(Bytes::from_static(b"2probe"))])
+        .await?;
+    match probe.recv().await {
+        Some(Ok(EnginePacket::Pong(data))) if &data[..] == b"probe" => {}
+        other => {
+            return Err(ConnectError::Handshake(format!(
+                "bad probe answer: {other:?}"
+            )));
+        }
+    }
+    let pending = polling.pause().await?;
+    let (ws, _) = probe.into_parts();
+    let mut t = WsTransport::upgraded(ws, pending);
+    t.send(vec![Frame::Text(Bytes::from_static(b"5"))]).await?;
+    Ok(t)
 }
 
 fn parse_open(data: &[u8]) -> Result<Handshake, ConnectError> {
@@ -500,11 +579,14 @@ fn parse_open(data: &[u8]) -> Result<Handshake, ConnectError> {
         sid: String,
         ping_interval: u64,
         ping_timeout: u64,
+        #[serde(default)]
+        upgrades: Vec<String>,
     }
     let open: Open =
         serde_json::from_slice(data).map_err(|e| ConnectError::Handshake(e.to_string()))?;
     Ok(Handshake {
         ping_deadline: Duration::from_millis(open.ping_interval + open.ping_timeout),
+        upgrades_ws: open.upgrades.iter().any(|u| u == "websocket"),
     })
 }
 
@@ -608,12 +690,12 @@ fn run(actions: Vec<Action>) {
     }
 }
 
-async fn session(
-    inner: &Arc<Inner>,
-    mut transport: WsTransport,
-    hs: Handshake,
-) -> DisconnectReason {
-    inner.lock().engine_open = true;
+async fn session(inner: &Arc<Inner>, mut transport: Transport, hs: Handshake) -> DisconnectReason {
+    {
+        let mut st = inner.lock();
+        st.engine_open = true;
+        st.transport = Some(transport.name());
+    }
     let mut deadline = Instant::now() + hs.ping_deadline;
     let mut partial: Option<Partial> = None;
     let mut pongs = 0usize;
@@ -666,7 +748,7 @@ async fn session(
     }
 }
 
-async fn graceful_close(inner: &Inner, transport: &mut WsTransport) {
+async fn graceful_close(inner: &Inner, transport: &mut Transport) {
     let mut frames = take_outgoing(inner);
     {
         let st = inner.lock();
@@ -689,6 +771,7 @@ fn end_session(inner: &Inner, reason: DisconnectReason) {
     {
         let mut st = inner.lock();
         st.engine_open = false;
+        st.transport = None;
         st.control.clear();
         for s in st.sockets.values_mut() {
             s.early.clear();

@@ -135,11 +135,22 @@ pub(crate) async fn connect_ws(
 /// Engine.IO over a WebSocket.
 pub(crate) struct WsTransport {
     ws: Ws,
+    /// Packets received before the switch (on polling, during an upgrade).
+    pending: std::collections::VecDeque<Packet>,
 }
 
 impl WsTransport {
     pub(crate) fn new(ws: Ws) -> Self {
-        WsTransport { ws }
+        WsTransport {
+            ws,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// A WebSocket that takes over from polling, with what polling received
+    /// last.
+    pub(crate) fn upgraded(ws: Ws, pending: std::collections::VecDeque<Packet>) -> Self {
+        WsTransport { ws, pending }
     }
 
     /// Writes frames and flushes once.
@@ -157,6 +168,9 @@ impl WsTransport {
 
     /// Reads the next Engine.IO packet; `None` when the connection closed.
     pub(crate) async fn recv(&mut self) -> Option<Result<Packet, ConnectError>> {
+        if let Some(p) = self.pending.pop_front() {
+            return Some(Ok(p));
+        }
         loop {
             let msg = match self.ws.next().await? {
                 Ok(m) => m,
@@ -178,8 +192,55 @@ impl WsTransport {
         }
     }
 
+    /// The WebSocket and the packets not read yet.
+    pub(crate) fn into_parts(self) -> (Ws, std::collections::VecDeque<Packet>) {
+        (self.ws, self.pending)
+    }
+
     /// Sends a close frame (best effort).
     pub(crate) async fn close(&mut self) {
         let _ = self.ws.close().await;
+    }
+}
+
+/// An Engine.IO transport: WebSocket, or long-polling.
+pub(crate) enum Transport {
+    /// WebSocket (from the start, or after an upgrade).
+    Ws(WsTransport),
+    /// HTTP long-polling.
+    Polling(Box<crate::polling::PollingTransport>),
+}
+
+impl Transport {
+    /// Writes frames.
+    pub(crate) async fn send(&mut self, frames: Vec<Frame>) -> Result<(), ConnectError> {
+        match self {
+            Transport::Ws(t) => t.send(frames).await,
+            Transport::Polling(t) => t.send(frames).await,
+        }
+    }
+
+    /// Reads the next packet (cancel-safe).
+    pub(crate) async fn recv(&mut self) -> Option<Result<Packet, ConnectError>> {
+        match self {
+            Transport::Ws(t) => t.recv().await,
+            Transport::Polling(t) => t.recv().await,
+        }
+    }
+
+    /// Closes (best effort).
+    pub(crate) async fn close(&mut self) {
+        match self {
+            Transport::Ws(t) => t.close().await,
+            Transport::Polling(t) => t.close().await,
+        }
+    }
+
+    /// `websocket` or `polling`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Transport::Ws(_) => "websocket",
+            Transport::Polling(_) => "polling",
+        }
     }
 }

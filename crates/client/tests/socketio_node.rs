@@ -421,3 +421,97 @@ async fn recovers_the_session_after_the_server_drops_the_transport() {
     assert_eq!(next(&mut ticks).await[0].as_u64(), Some(1));
     manager.close();
 }
+
+async fn exercise_transport(transports: switchboard_client::Transports, expected: &str) {
+    let server = NodeServer::start(0).await;
+    let manager = Manager::builder(&server.url())
+        .transports(transports)
+        .header("x-test", "h")
+        .build()
+        .unwrap();
+    let root = manager.socket("/");
+    let admin = manager.socket("/admin");
+    admin.set_auth(|| serde_json::json!({"token": "secret"}));
+    let mut echo = collect(&root, "echo");
+    let mut answer = collect(&root, "answer");
+    root.on("question", |ev| {
+        let _ = ev.ack(&Bytes::from_static(b"\x00bin-answer"));
+    });
+    root.connect();
+    admin.connect();
+    connected(&root).await;
+    connected(&admin).await;
+    assert_eq!(manager.transport(), Some(expected));
+    let t: String = root
+        .emit_many_with_ack("transport", &(), ACK)
+        .await
+        .unwrap();
+    assert_eq!(t, expected, "the server sees the same transport");
+    let a: String = root.emit_many_with_ack("conn-id", &(), ACK).await.unwrap();
+    let b: String = admin.emit_many_with_ack("conn-id", &(), ACK).await.unwrap();
+    assert_eq!(a, b);
+    let hs: serde_json::Value = root
+        .emit_many_with_ack("handshake", &(), ACK)
+        .await
+        .unwrap();
+    assert_eq!(hs["header"], "h");
+
+    // Binary both ways (base64 inside polling payloads).
+    let blob = Bytes::from(vec![0u8, 1, 2, 254, 255]);
+    root.emit_many("echo", &(blob.clone(), "x")).unwrap();
+    let args = next(&mut echo).await;
+    assert_eq!(args[0].as_bytes(), Some(&blob));
+    let back: Bytes = root.emit_with_ack("echo-ack", &blob, ACK).await.unwrap();
+    assert_eq!(back, blob);
+    root.emit("ask", "q").unwrap();
+    let a = next(&mut answer).await;
+    assert_eq!(
+        a[0].as_bytes().map(|b| b.to_vec()),
+        Some(b"\x00bin-answer".to_vec())
+    );
+    // Many packets in a row keep their order.
+    for i in 0..300u32 {
+        root.emit("log", &i).unwrap();
+    }
+    let log: Vec<u32> = root.emit_many_with_ack("get-log", &(), ACK).await.unwrap();
+    assert_eq!(log, (0..300).collect::<Vec<u32>>());
+    manager.close();
+}
+
+#[tokio::test]
+async fn long_polling_only() {
+    exercise_transport(switchboard_client::Transports::Polling, "polling").await;
+}
+
+#[tokio::test]
+async fn long_polling_then_upgrade_to_websocket() {
+    exercise_transport(
+        switchboard_client::Transports::PollingThenUpgrade,
+        "websocket",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn recovery_over_long_polling() {
+    let server = NodeServer::start(0).await;
+    let manager = Manager::builder(&server.url())
+        .transports(switchboard_client::Transports::Polling)
+        .reconnection(fast_reconnection())
+        .build()
+        .unwrap();
+    let socket = manager.socket("/");
+    let mut ticks = collect(&socket, "tick");
+    socket.connect();
+    connected(&socket).await;
+    socket.emit("tick-now", &1).unwrap();
+    assert_eq!(next(&mut ticks).await[0].as_u64(), Some(1));
+    socket.emit("drop-and-tick", &10).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        got.push(next(&mut ticks).await[0].as_u64().unwrap());
+    }
+    assert_eq!(got, (1..=10).collect::<Vec<u64>>());
+    assert!(socket.recovered());
+    manager.close();
+}
