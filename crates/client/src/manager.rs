@@ -507,7 +507,9 @@ async fn open(inner: &Inner) -> Result<(Transport, Handshake), ConnectError> {
             let ws = transport::connect_ws(&c.target, uri, &c.headers, &c.tls).await?;
             let mut t = WsTransport::new(ws);
             return match t.recv().await {
-                Some(Ok(EnginePacket::Open(data))) => Ok((Transport::Ws(t), parse_open(&data)?)),
+                Some(Ok(EnginePacket::Open(data))) => {
+                    Ok((Transport::Ws(Box::new(t)), parse_open(&data)?))
+                }
                 Some(Ok(other)) => Err(ConnectError::Handshake(format!(
                     "expected an open packet, got {other:?}"
                 ))),
@@ -526,7 +528,7 @@ async fn open(inner: &Inner) -> Result<(Transport, Handshake), ConnectError> {
                 transport::encode_component(&sid)
             );
             match upgrade(c, &pq, &mut polling).await {
-                Ok(ws) => return Ok((Transport::Ws(ws), hs)),
+                Ok(ws) => return Ok((Transport::Ws(Box::new(ws)), hs)),
                 Err(e) => {
                     // Networks that block WebSocket: stay on polling, as
                     // the JavaScript client does.

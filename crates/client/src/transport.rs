@@ -206,7 +206,7 @@ impl WsTransport {
 /// An Engine.IO transport: WebSocket, or long-polling.
 pub(crate) enum Transport {
     /// WebSocket (from the start, or after an upgrade).
-    Ws(WsTransport),
+    Ws(Box<WsTransport>),
     /// HTTP long-polling.
     Polling(Box<crate::polling::PollingTransport>),
 }
