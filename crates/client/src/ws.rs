@@ -276,6 +276,8 @@ struct Sub {
     tx: mpsc::UnboundedSender<SubEvent>,
     /// The last publication delivered (or the position at subscription).
     position: Option<(u64, String)>,
+    /// A gap was seen; a new subscribe is on its way.
+    resyncing: bool,
 }
 
 /// Why an internal request was sent.
@@ -348,7 +350,14 @@ impl WsClient {
     fn subscribe_at(&self, channel: &str, position: Option<(u64, String)>) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.inner.lock();
-        st.subs.insert(channel.to_owned(), Sub { tx, position });
+        st.subs.insert(
+            channel.to_owned(),
+            Sub {
+                tx,
+                position,
+                resyncing: false,
+            },
+        );
         if st.online {
             st.resubscribe.push(channel.to_owned());
         }
@@ -531,6 +540,9 @@ fn go_offline(inner: &Inner) {
     let mut st = inner.lock();
     st.online = false;
     st.resubscribe.clear();
+    for sub in st.subs.values_mut() {
+        sub.resyncing = false;
+    }
     // Internal requests of the old connection will never be answered.
     st.pending.retain(|_, p| matches!(p, Pending::User(_)));
 }
@@ -723,31 +735,35 @@ fn on_message(inner: &Inner, v: Json) {
     }
 }
 
-/// Delivers a publication unless it was delivered already.
+/// Delivers a publication unless it was delivered already. A gap (an
+/// offset beyond the next one in the same epoch: a message lost on the
+/// way) is not delivered: the channel is subscribed again from the last
+/// offset delivered, and the server replays what is missing.
 fn deliver(st: &mut State, p: Publication) {
-    let Some(sub) = st.subs.get_mut(&p.channel) else {
+    let State {
+        subs, resubscribe, ..
+    } = st;
+    let Some(sub) = subs.get_mut(&p.channel) else {
         return;
     };
     if let Some((offset, epoch)) = &sub.position
         && *epoch == p.epoch
-        && p.offset <= *offset
     {
-        return;
+        if p.offset <= *offset {
+            return;
+        }
+        if p.offset > *offset + 1 {
+            if !sub.resyncing {
+                sub.resyncing = true;
+                resubscribe.push(p.channel.clone());
+            }
+            return;
+        }
     }
     sub.position = Some((p.offset, p.epoch.clone()));
     if sub.tx.send(SubEvent::Publication(p)).is_err() {
-        let channel = sub_channel_of_closed(st);
-        if let Some(c) = channel {
-            st.subs.remove(&c);
-        }
+        subs.retain(|_, s| !s.tx.is_closed());
     }
-}
-
-fn sub_channel_of_closed(st: &State) -> Option<String> {
-    st.subs
-        .iter()
-        .find(|(_, s)| s.tx.is_closed())
-        .map(|(c, _)| c.clone())
 }
 
 #[derive(Deserialize)]
@@ -784,6 +800,7 @@ fn subscribed(st: &mut State, channel: &str, result: Result<Json, WsError>) {
     let Some(sub) = st.subs.get_mut(channel) else {
         return;
     };
+    sub.resyncing = false;
     let resumed = sub.position.is_some();
     let _ = sub.tx.send(SubEvent::Subscribed {
         offset: answer.offset,

@@ -4,122 +4,17 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{DEADLINE, fast_reconnection, next};
+use common::{DEADLINE, Server, fast_reconnection, next, target_dir, temp_dir};
 use serde_json::{Value as Json, json};
 use switchboard_client::ws::{Publication, SubEvent, Subscription, WsClient, WsError};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 const ACK: Duration = Duration::from_secs(30);
-
-fn target_dir() -> PathBuf {
-    // tests run from target/<profile>/deps/
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-fn server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SWITCHBOARD_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = target_dir().join("switchboard");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build -p switchboard-server` first (or set SWITCHBOARD_BIN)",
-        p.display()
-    );
-    p
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    async fn start(port: u16, data_dir: &std::path::Path) -> Server {
-        let mut child = Command::new(server_bin())
-            .arg("--set")
-            .arg(format!("server.port={port}"))
-            .arg("--set")
-            .arg("server.host=127.0.0.1")
-            .arg("--set")
-            .arg(format!("server.data_dir={}", data_dir.display()))
-            .arg("--set")
-            .arg("channels.chat.history_size=1000")
-            .env("SWITCHBOARD_LOG__LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the switchboard binary");
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("read stdout") {
-                if let Some(p) = line.trim().strip_prefix("listening on ") {
-                    return p.trim().parse::<u16>().expect("port");
-                }
-            }
-            panic!("switchboard exited before listening");
-        })
-        .await
-        .expect("switchboard starts");
-        // Keep reading stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { child, port }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
-    }
-
-    async fn dev_token(&self, user: &str) -> String {
-        let body = json!({"user": user, "name": user}).to_string();
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("connect");
-        let req = format!(
-            "POST /api/dev/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        tcp.write_all(req.as_bytes()).await.expect("write");
-        let mut resp = String::new();
-        tcp.read_to_string(&mut resp).await.expect("read");
-        let json_start = resp.find("\r\n\r\n").expect("head") + 4;
-        let v: Json = serde_json::from_str(resp[json_start..].trim()).expect("token JSON");
-        v["token"].as_str().expect("token").to_owned()
-    }
-
-    async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "switchboard-client-{name}-{}-{}",
-        std::process::id(),
-        getrandom_suffix()
-    ));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-fn getrandom_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 async fn next_publication(sub: &mut Subscription) -> Publication {
     loop {
@@ -204,7 +99,7 @@ async fn wait_line(rx: &mut mpsc::UnboundedReceiver<String>, prefix: &str) {
 #[tokio::test]
 async fn ws_client_and_tail_resume_across_a_server_restart() {
     let data = temp_dir("restart");
-    let server = Server::start(0, &data).await;
+    let server = Server::start(0, &data, &[]).await;
     let port = server.port;
     let token = server.dev_token("ada").await;
     let channel = "chat:restart";
@@ -259,7 +154,7 @@ async fn ws_client_and_tail_resume_across_a_server_restart() {
         }
         acks
     });
-    let server = Server::start(port, &data).await;
+    let server = Server::start(port, &data, &[]).await;
     let acks = publisher.await.unwrap();
     for (k, a) in acks.iter().enumerate() {
         assert_eq!(a.as_ref().map(|a| a.offset), Ok(31 + k as u64), "{a:?}");
@@ -326,7 +221,7 @@ async fn ws_client_and_tail_resume_across_a_server_restart() {
 #[tokio::test]
 async fn ws_presence_history_and_errors() {
     let data = temp_dir("misc");
-    let server = Server::start(0, &data).await;
+    let server = Server::start(0, &data, &[]).await;
     let token = server.dev_token("bob").await;
     let client = WsClient::builder(&server.ws_url())
         .token(move || Some(token.clone()))
