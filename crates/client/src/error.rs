@@ -19,6 +19,9 @@ pub enum ConnectError {
     /// The WebSocket handshake or stream failed.
     #[error("WebSocket error: {0}")]
     WebSocket(#[from] tokio_websockets::Error),
+    /// TLS could not be set up (no trusted roots, bad server name).
+    #[error("TLS error: {0}")]
+    Tls(String),
     /// An HTTP (long-polling) request failed or was refused.
     #[error("HTTP error: {0}")]
     Http(String),

@@ -19,3 +19,5 @@ pub use manager::{
 };
 pub use socket::{Event, Socket, WaitError};
 pub use switchboard::Value;
+/// The rustls version this crate uses (for [`ManagerBuilder::tls_config`]).
+pub use tokio_rustls::rustls;

@@ -196,6 +196,15 @@ impl ManagerBuilder {
         })
     }
 
+    /// The rustls configuration for `https`/`wss` URLs (default: trust the
+    /// system's certificate authorities).
+    pub fn tls_config(self, config: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        self.map(|c| {
+            c.tls.config = Some(config);
+            Ok(())
+        })
+    }
+
     /// Which transports to use (default [`Transports::WebSocket`]).
     pub fn transports(self, transports: Transports) -> Self {
         self.map(|c| {

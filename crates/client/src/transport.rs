@@ -1,6 +1,8 @@
 //! Opening connections: TCP, then the WebSocket handshake; reading and
 //! writing Engine.IO packets over WebSocket.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
@@ -8,6 +10,7 @@ use http::header::{HeaderName, HeaderValue};
 use switchboard::protocol::engine::{Frame, Packet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 use tokio_websockets::{Message, WebSocketStream};
 
 use crate::error::ConnectError;
@@ -100,20 +103,77 @@ impl Target {
     }
 }
 
-/// How to secure connections to `https`/`wss` URLs.
+/// How to secure connections to `https`/`wss` URLs: a rustls client
+/// configuration, or (by default) one trusting the system's certificate
+/// authorities.
 #[derive(Clone, Default)]
-pub(crate) struct Tls {}
+pub(crate) struct Tls {
+    pub(crate) config: Option<Arc<rustls::ClientConfig>>,
+}
 
-/// Opens the byte stream to the target.
-pub(crate) async fn open_stream(target: &Target, _tls: &Tls) -> Result<Box<dyn Io>, ConnectError> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    tcp.set_nodelay(true)?;
-    if target.secure {
-        return Err(ConnectError::Url(
-            "TLS (https/wss) is not supported yet".to_owned(),
+/// Where systems keep their bundle of trusted certificate authorities.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A client configuration trusting the system's authorities (the file
+/// named by `SSL_CERT_FILE`, or the first bundle found).
+pub(crate) fn system_tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let from_env = std::env::var("SSL_CERT_FILE").ok();
+    let candidates = from_env
+        .iter()
+        .map(String::as_str)
+        .chain(CA_BUNDLES.iter().copied());
+    for path in candidates {
+        let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+            continue;
+        };
+        for cert in iter.flatten() {
+            let _ = roots.add(cert);
+        }
+        if !roots.is_empty() {
+            break;
+        }
+    }
+    if roots.is_empty() {
+        return Err(ConnectError::Tls(
+            "no trusted certificate authorities found (set SSL_CERT_FILE or give a TLS configuration)"
+                .to_owned(),
         ));
     }
-    Ok(Box::new(tcp))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConnectError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Opens the byte stream to the target: TCP, then TLS for `https`/`wss`.
+pub(crate) async fn open_stream(target: &Target, tls: &Tls) -> Result<Box<dyn Io>, ConnectError> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.set_nodelay(true)?;
+    if !target.secure {
+        return Ok(Box::new(tcp));
+    }
+    let config = match &tls.config {
+        Some(c) => c.clone(),
+        None => system_tls_config()?,
+    };
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(stream))
 }
 
 /// Opens a WebSocket to `uri` with extra headers.

@@ -227,6 +227,15 @@ impl WsClientBuilder {
         })
     }
 
+    /// The rustls configuration for `wss` URLs (default: trust the system's
+    /// certificate authorities).
+    pub fn tls_config(self, config: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        self.map(|c| {
+            c.tls.config = Some(config);
+            Ok(())
+        })
+    }
+
     /// Builds the client and starts connecting.
     pub fn build(self) -> Result<WsClient, ConnectError> {
         let config = self.config?;
