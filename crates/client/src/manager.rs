@@ -863,6 +863,11 @@ fn dispatch(inner: &Arc<Inner>, packet: socketio::Packet) {
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 if !s.active {
+                    // Left while the connection was on its way: leave again.
+                    st.control
+                        .push(Frame::Text(socketio::encode_disconnect(&packet.nsp)));
+                    drop(st);
+                    inner.wake.notify_one();
                     return;
                 }
                 s.recovered = pid.is_some() && pid == s.pid;
