@@ -19,7 +19,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "node and npm are required for the interop tests" >&2
   exit 1
 fi
-for dir in tests/interop tests/cluster tests/server clients/js; do
+for dir in tests/interop tests/cluster tests/server clients/js crates/client/tests/node; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund
