@@ -160,8 +160,10 @@ fn app() -> &'static (tokio::runtime::Runtime, Arc<App>) {
             .enable_all()
             .build()
             .expect("a runtime");
-        let mut config = Config::default();
-        config.auth = auth_config();
+        let mut config = Config {
+            auth: auth_config(),
+            ..Config::default()
+        };
         config.server.data_dir = std::env::temp_dir().join("switchboard-fuzz");
         for policy in config.channels.values_mut() {
             policy.history_storage = HistoryStorage::Memory;
