@@ -32,6 +32,8 @@ mod cluster;
 mod codec;
 mod conn;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod packet;
 mod requests;

@@ -30,6 +30,8 @@ pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod gateway;
 pub mod history;
 pub mod hub;

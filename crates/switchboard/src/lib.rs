@@ -13,6 +13,8 @@
 
 pub mod adapter;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod socket;
 

@@ -215,7 +215,12 @@ impl Encoded {
     pub fn decode(&self) -> Result<Packet, ParseError> {
         let text = self.text.strip_prefix(b"4").ok_or(ParseError::Empty)?;
         let mut packet = decode(text, self.attachments.len())?;
-        if let Some(payload) = packet.payload.as_mut() {
+        // Only a packet with attachments has placeholders: in one without,
+        // an object shaped like one is data (as the client handler reads
+        // it).
+        if packet.attachments > 0
+            && let Some(payload) = packet.payload.as_mut()
+        {
             payload
                 .fill_placeholders(&self.attachments)
                 .map_err(|()| ParseError::Attachments)?;
