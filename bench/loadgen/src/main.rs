@@ -8,13 +8,17 @@
 //! object on stdout.
 //!
 //! ```text
-//! bench-loadgen <idle|fanout|search|echo|polling|cluster|publish> --addr 127.0.0.1:3000
+//! bench-loadgen <idle|fanout|search|echo|polling|cluster|publish|client-echo> --addr 127.0.0.1:3000
 //!     (search and polling look for the highest sustainable publish rate)
 //!     [--proto sio|raw|server] [--n N] [--duration S] [--rate R] [--payload B]
 //!     [--server-pid PID] [--sources K] [--inflight I] [--clients C] [--p99-ms L]
 //!     [--trials T]
 //! ```
+//!
+//! `client-echo` measures a client library instead of a server (see
+//! `clients.rs`): `--client switchboard|rust_socketio --connections N --url U`.
 
+mod clients;
 mod cluster;
 mod conn;
 mod publish;
@@ -162,6 +166,7 @@ fn main() {
             "polling" => polling(&args).await,
             "cluster" => cluster::run().await,
             "publish" => publish::run().await,
+            "client-echo" => clients::run().await,
             other => Err(format!("unknown scenario {other}")),
         }
     });
