@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::auth::{AuthError, Verifier};
-use crate::channel::{HistoryStorage, Policy, PublishRule, SubscribeRule};
+use crate::channel::{ChannelName, HistoryStorage, Policy, PublishRule, SubscribeRule};
 use crate::config::{AuthConfig, Config, Sources};
 use crate::hub::{CloseReason, Delivery, Signal, Subscriber, Wire};
 use crate::session::{Command, Reply, Session};
@@ -103,14 +103,21 @@ pub fn sse_last_event_id(data: &[u8]) {
     let Ok(text) = header.to_str() else {
         return;
     };
-    let positions = sse::parse_id(text);
+    // A stream of a few channels (a compact id applies to the stream's
+    // channels only).
+    let stream: Vec<ChannelName> = ["chat:a", "chat:b", "user:x"]
+        .iter()
+        .map(|c| ChannelName::parse(c).expect("valid names"))
+        .collect();
+    let positions = sse::parse_id(text, &stream);
+    let channels: Vec<ChannelName> = positions.keys().cloned().collect();
     let id = sse::format_id(&positions);
     assert_eq!(
-        sse::parse_id(&id),
+        sse::parse_id(&id, &channels),
         positions,
         "id {id:?} does not read back"
     );
-    assert!(positions.len() <= text.split(',').count());
+    assert!(positions.len() <= text.split(',').count().max(stream.len()));
 }
 
 /// The configuration file: TOML parsed over the defaults, then validated.

@@ -83,11 +83,17 @@ pub(crate) fn parse_id(id: &str, channels: &[ChannelName]) -> Positions {
         .filter_map(|part| {
             let mut it = part.rsplitn(3, '~');
             let offset = it.next()?.parse().ok()?;
-            let epoch = it.next()?.to_owned();
+            let epoch = it.next().filter(|e| is_epoch(e))?.to_owned();
             let channel = ChannelName::parse(it.next()?).ok()?;
             Some((channel, StreamPosition { offset, epoch }))
         })
         .collect()
+}
+
+/// Whether `e` can be an epoch: 1 to 32 ASCII letters and digits (the
+/// stores make 8 hexadecimal digits). Anything else is no position.
+fn is_epoch(e: &str) -> bool {
+    (1..=32).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn parse_compact(id: &str, channels: &[ChannelName]) -> Option<Positions> {
@@ -103,7 +109,7 @@ fn parse_compact(id: &str, channels: &[ChannelName]) -> Option<Positions> {
     for name in names {
         let part = parts.next()?;
         let (offset, e) = match part.split_once('.') {
-            Some((o, e)) if !e.is_empty() => (o, Some(e)),
+            Some((o, e)) if is_epoch(e) => (o, Some(e)),
             Some(_) => return None,
             None => (part, None),
         };
@@ -169,6 +175,19 @@ mod tests {
         let partial = parse_id("chat:lobby~ab12~12,garbage,x~y~z", &channels);
         assert_eq!(partial.len(), 1);
         assert!(parse_id("", &channels).is_empty());
+    }
+
+    #[test]
+    fn a_part_whose_epoch_is_not_letters_and_digits_is_no_position() {
+        // Found by the fuzzer: such an epoch could not be written back
+        // compact (`.` and `/` are its separators), nor can a store make it.
+        let channels = [ChannelName::parse("chat:a").unwrap()];
+        for id in ["chat:a~~3", "chat:a~a.b~3", "chat:a~a/b~3", "chat:a~{x}~3"] {
+            assert!(parse_id(id, &channels).is_empty(), "{id}");
+        }
+        let long = format!("chat:a~{}~3", "a".repeat(33));
+        assert!(parse_id(&long, &channels).is_empty());
+        assert_eq!(parse_id("chat:a~Ab12~3", &channels).len(), 1);
     }
 
     #[test]
