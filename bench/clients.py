@@ -251,6 +251,47 @@ def ratio(s, a, b, key):
 
 
 NOTES = """
+### Reading
+
+- **The target (3x the Node client's acks per CPU-second at 1,000
+  connections) is not met in this run**: 2.22x (run by run: 2.43x, 2.26x, 1.99x).
+  `switchboard-client` costs about 16 microseconds of client CPU per ack,
+  the Node client about 35, `rust_socketio` about 22.
+- **Where switchboard-client's time goes** (`perf record -g` on one
+  `bench-loadgen client-echo --client switchboard --connections 1000`
+  run, 17:58 UTC): 52% in the kernel (`writev` 31%, which includes the
+  loopback delivery into the server's socket done on the sender's core;
+  `recvfrom` 14%; `epoll_wait` 5%). `perf stat` counted 3.1 system calls
+  per ack: one `writev`, one `recvfrom`, one `getrandom` (the WebSocket
+  mask key: tokio-websockets' `getrandom` feature). Building the same
+  client with tokio-websockets' user-space `rand` generator instead made
+  no measurable difference (two A/B pairs, acks per CPU-second: 79.3k
+  and 72.2k with `getrandom`, 72.1k and 69.3k with `rand`). The user-space half is spread out: the
+  manager's driver loop (5%), packet dispatch (2.4%), the timer of each
+  ack's timeout (1.7%), the allocator. With about 8 microseconds per ack
+  in the kernel, 3x Node (at most 11.5 microseconds per ack) needs the
+  user-space part cut from about 8 to about 3.5 microseconds.
+- **The number of connections matters**: an exploratory run at 50
+  connections (17:55 UTC, 1 s windows, 2 runs each, not kept) gave
+  152.7k acks per CPU-second for switchboard-client, 117.5k for
+  rust_socketio and 37.5k for Node (4.07x). From 50 to 1,000 connections
+  switchboard-client's cost per ack grew 2.4x and Node's 1.3x: per-
+  connection state (a driver task, its wake-ups and buffers per manager)
+  falling out of the caches is the first place to look.
+- **Memory**: 19.7 KiB per connection for switchboard-client (a manager,
+  its driver task, the WebSocket buffers), 33.9 KiB for rust_socketio,
+  46.4 KiB for Node (after a full GC). Under load the client's RSS grows
+  a little more (the "RSS loaded" column: 23-24 KiB per connection).
+- **acks/s** here is the share of a core the client got, not its
+  ceiling: during the run other work on this shared machine used
+  133-152% of one core, and the client ran at 31-51% of its core. Acks
+  per client-CPU-second does not depend on that share, which is why it is
+  the figure the target is judged by. The latency (p50 35-67 ms) is that
+  of a closed loop with 1,000 acks in flight: in-flight / throughput.
+- `rust_socketio` gives acks to callbacks; the loop turns each into an
+  awaited answer through a oneshot channel (a small cost of the harness,
+  not of the library). Its ack ids are random numbers below 1,000, which
+  is safe here only because each connection has one ack in flight.
 """
 
 
