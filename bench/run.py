@@ -486,7 +486,7 @@ Idle connections:
 {codecs}"""
     # Keep the sections bench/cluster.py and bench/publish.py write.
     old = open(path).read() if os.path.exists(path) else ""
-    for name in ["cluster", "publish"]:
+    for name in ["cluster", "publish", "clients"]:
         kept = re.search(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", old, re.S)
         if kept:
             doc = doc.rstrip("\n") + "\n\n" + kept.group(0) + "\n"

@@ -63,6 +63,9 @@ python3 bench/publish.py --smoke
 echo "== cluster benchmark smoke run (two nodes on a Redis of its own, every server and adapter mode; recovery on and off)"
 python3 bench/cluster.py --smoke
 
+echo "== client benchmark smoke run (switchboard-client, rust_socketio and the Node client echoing with acks)"
+python3 bench/clients.py --smoke
+
 echo "== interop: official socket.io-client against the examples"
 node --test --test-concurrency=1 tests/interop/
 

@@ -69,6 +69,11 @@ pub enum AckError {
     /// The manager was closed before the answer arrived.
     #[error("manager closed")]
     Closed,
+    /// The connection ended and will not be reopened (reconnection is off,
+    /// or its attempts ran out) before the answer arrived; an emit still in
+    /// the offline buffer was not sent.
+    #[error("disconnected, and not reconnecting")]
+    Disconnected,
     /// The answer did not deserialize into the requested type.
     #[error("cannot decode ack: {0}")]
     Decode(#[from] ValueError),

@@ -469,9 +469,13 @@ async fn drive(inner: Arc<Inner>) {
     }
     let mut st = inner.lock();
     st.driver_running = false;
-    let closed = st.closed;
-    if closed {
-        fail_everything(&mut st);
+    // The connection will not come back on its own: nothing waits for an
+    // answer that cannot come, nor stays buffered for a connection that
+    // will not open (a later `connect()` starts afresh).
+    if st.closed {
+        fail_everything(&mut st, || AckError::Closed);
+    } else {
+        fail_everything(&mut st, || AckError::Disconnected);
     }
 }
 
@@ -480,12 +484,12 @@ fn stop_requested(inner: &Inner) -> bool {
     st.closed || !st.sockets.values().any(|s| s.active)
 }
 
-fn fail_everything(st: &mut State) {
+fn fail_everything(st: &mut State, why: fn() -> AckError) {
     st.control.clear();
     for s in st.sockets.values_mut() {
         s.outbox.clear();
         for (_, tx) in s.acks.drain() {
-            let _ = tx.send(Err(AckError::Closed));
+            let _ = tx.send(Err(why()));
         }
         s.active = false;
     }

@@ -330,7 +330,16 @@ async fn gives_up_after_the_configured_attempts() {
     manager.on_event(move |e| {
         let _ = ev_tx.send(e.clone());
     });
-    manager.socket("/").connect();
+    let socket = manager.socket("/");
+    socket.connect();
+    // An emit waiting in the offline buffer for a connection that never
+    // comes: its ack fails when the manager gives up, not at its timeout.
+    let waiting = socket.clone();
+    let ack = tokio::spawn(async move {
+        waiting
+            .emit_with_ack::<_, serde_json::Value>("echo", &1, Duration::from_secs(600))
+            .await
+    });
     let mut events = Vec::new();
     loop {
         let e = next(&mut ev_rx).await;
@@ -340,6 +349,14 @@ async fn gives_up_after_the_configured_attempts() {
             break;
         }
     }
+    let answer = tokio::time::timeout(Duration::from_secs(60), ack)
+        .await
+        .expect("the ack still waits after the manager gave up")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(switchboard_client::AckError::Disconnected)),
+        "{answer:?}"
+    );
     let attempts: Vec<u32> = events
         .iter()
         .filter_map(|e| match e {
