@@ -594,3 +594,28 @@ async fn an_open_packet_from_the_client_is_ignored() {
     assert_eq!(r.text(), "4still");
     assert!(!session_gone(&engine, &sid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_queue_takes_a_frame_over_the_byte_limit_a_backlog_does_not() {
+    use switchboard::engine::SendError;
+    let config = EngineConfig {
+        max_queued_bytes: 1000,
+        ..EngineConfig::default()
+    };
+    let (addr, engine) = start_engine(config).await;
+    let (sid, _) = polling_handshake(addr, P).await;
+    let session = engine.session(sid.parse().expect("sid")).expect("session");
+    // Nothing queued: a 5,000-byte frame (a resume's replay, say) passes.
+    let big = format!("4{}", "r".repeat(4999));
+    assert_eq!(session.send(Frame::Text(big.clone().into())), Ok(true));
+    let r = get(addr, &poll_url(P, &sid)).await;
+    assert_eq!(r.text(), big, "the client got it whole");
+    // A backlog over the limit is a slow consumer.
+    let part = format!("4{}", "q".repeat(599));
+    assert_eq!(session.send(Frame::Text(part.clone().into())), Ok(true));
+    assert_eq!(
+        session.send(Frame::Text(part.into())),
+        Err(SendError::SlowConsumer)
+    );
+    wait_until("the slow consumer to close", || session_gone(&engine, &sid)).await;
+}

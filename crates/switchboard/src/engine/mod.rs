@@ -16,7 +16,10 @@
 //! dropped (that is what volatile means), any other frame closes the session
 //! with [`CloseReason::SlowConsumer`], so the client reconnects and, with
 //! connection state recovery, catches up. Volatile frames are also dropped
-//! whenever anything is already queued (the transport is not writable).
+//! whenever anything is already queued (the transport is not writable). An
+//! empty queue takes any frame, however large: the client is keeping up, and
+//! a single answer over the limit (a resume's replay) must not close it on
+//! every attempt.
 
 mod coalesce;
 pub mod config;

@@ -254,8 +254,12 @@ impl<H: EngineHandler> Session<H> {
             if volatile && !s.queue.is_empty() {
                 return Ok(false);
             }
-            let fits = s.queue.len() + count <= cfg.max_queued_frames
-                && s.queued_bytes + bytes <= cfg.max_queued_bytes;
+            // An empty queue takes whatever comes: the client is keeping
+            // up, and an answer larger than the limit (a resume's replay)
+            // must not close it as a slow consumer on every attempt.
+            let fits = s.queue.is_empty()
+                || (s.queue.len() + count <= cfg.max_queued_frames
+                    && s.queued_bytes + bytes <= cfg.max_queued_bytes);
             if fits {
                 s.queue.extend(frames);
                 s.queued_bytes += bytes;
