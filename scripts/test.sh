@@ -39,6 +39,11 @@ if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port "${REDIS_URL##*:}" --save "" --appendonly no >/dev/null
   for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+  echo "== installing OpenSSL's headers for rust_socketio (the client benchmark's peer)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pkg-config libssl-dev >/dev/null
+fi
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
 export CHROMIUM_PATH
 if [ ! -x "$CHROMIUM_PATH" ]; then
@@ -62,6 +67,9 @@ python3 bench/publish.py --smoke
 
 echo "== cluster benchmark smoke run (two nodes on a Redis of its own, every server and adapter mode; recovery on and off)"
 python3 bench/cluster.py --smoke
+
+echo "== soak smoke run (300 connections over the three protocols for a minute, churn, paused readers; fails on any lost acknowledged publication)"
+python3 bench/soak.py --smoke --server target/debug/switchboard
 
 echo "== client benchmark smoke run (switchboard-client, rust_socketio and the Node client echoing with acks)"
 python3 bench/clients.py --smoke
