@@ -4,41 +4,10 @@
 //! `switchboard_server::fuzzing` function the fuzz target calls (so the test is the
 //! target), which panics when an input breaks an invariant.
 
-use std::path::{Path, PathBuf};
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
 
-/// The committed inputs of a target, in a stable order.
-fn inputs(target: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut files = Vec::new();
-    for dir in ["seeds", "corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("a readable corpus directory").path();
-            if path.is_file() {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// Runs every input of `target` through `run`; names each one that fails.
-fn replay(target: &str, run: fn(&[u8])) {
-    let files = inputs(target);
-    assert!(!files.is_empty(), "no committed inputs for {target}");
-    let failed: Vec<String> = files
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("a readable input");
-            std::panic::catch_unwind(|| run(&data)).is_err()
-        })
-        .map(|path| path.display().to_string())
-        .collect();
-    assert!(failed.is_empty(), "{target}: inputs failing: {failed:#?}");
-}
+use replay::replay;
 
 #[test]
 fn ws_commands() {
